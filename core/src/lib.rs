@@ -1,0 +1,38 @@
+//! Pure-logic core of rkvm, shared by the kernel module and host tests.
+//!
+//! Every file here is `#![no_std]`-clean, uses only `core` (no `alloc`, no
+//! crates), and has no `unsafe`. The kernel module compiles the same files with
+//!
+//! ```text
+//! #[allow(unreachable_pub, dead_code)]
+//! #[path = "core/src/decode.rs"]
+//! mod decode;
+//! #[allow(unreachable_pub, dead_code)]
+//! #[path = "core/src/emulate.rs"]
+//! mod emulate;
+//! #[allow(unreachable_pub, dead_code)]
+//! #[path = "core/src/paging.rs"]
+//! mod paging;
+//! ```
+//!
+//! (items are `pub` so that host tests and the fuzz target can reach them;
+//! inside the module they are private, hence the `allow`s.)
+//!
+//! Dependencies between files:
+//!
+//! * `decode.rs` — self-contained.
+//! * `emulate.rs` — uses `super::decode`, so it must be a sibling of `decode`.
+//! * `paging.rs` — self-contained.
+
+#![no_std]
+#![forbid(unsafe_code)]
+// The kernel builds these files with the lints below; keep the host build honest.
+#![warn(
+    missing_docs,
+    unreachable_pub,
+    rust_2018_idioms,
+    clippy::cast_lossless,
+    clippy::as_underscore
+)]
+
+pub mod decode;
