@@ -1,0 +1,88 @@
+# SPDX-License-Identifier: GPL-2.0
+# rkvm: user-facing targets. Kbuild (not this file) describes the module to
+# the kernel build. `make help` lists the targets.
+
+SHELL := /bin/bash
+TOP := $(CURDIR)
+export RKVM_CACHE ?= $(HOME)/.cache/rkvm
+BUILD := $(TOP)/build
+LLVM := -19
+export LIBCLANG_PATH ?= /usr/lib/llvm-19/lib
+
+# KDIR: the kernel build to compile against. Default: the cached test kernel,
+# built (once) by scripts/build-kernel. Pass your own Rust-enabled, built tree
+# with KDIR=/path.
+KDIR_RESOLVED = $(shell scripts/build-kernel)
+KSRC = $(RKVM_CACHE)/linux-source-7.3
+TEST_CFLAGS = -static -O2 -Wall -Werror -D_GNU_SOURCE \
+	-isystem $(KDIR_RESOLVED)/usr-headers/include \
+	-I $(if $(KDIR),$(KDIR),$(KSRC))/tools/testing/selftests -I $(TOP)/tests/selftests
+
+TESTS := $(patsubst tests/selftests/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/*_test.c))
+TOOLS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(wildcard tools/*.c))
+RUST_SRC := $(shell find . -path ./core -prune -o -path ./build -prune -o -name '*.rs' -print)
+
+.PHONY: all help bootstrap kernel module tests host-test lint rustfmt check run vm-shell clean
+
+all: module
+
+help:
+	@echo 'rkvm make targets:'
+	@echo '  make / make module  build rkvm.ko against the test kernel (or KDIR=...)'
+	@echo '  make run            boot the test VM, load rkvm, show what /dev/rkvm reports'
+	@echo '  make check          set up everything and run every test (host + test VM)'
+	@echo '  make vm-shell       boot the test VM with rkvm loaded and a shell'
+	@echo '  make host-test      cargo test for the host-testable core'
+	@echo '  make lint           rustfmt --check and clippy (the module build runs clippy)'
+	@echo '  make rustfmt        format the Rust sources'
+	@echo '  make bootstrap      install toolchains, QEMU and the kernel source'
+	@echo '  make kernel         build the test kernel into $$RKVM_CACHE (once)'
+	@echo '  make clean          remove build outputs (not the kernel cache)'
+	@echo 'Variables: KDIR=<built kernel tree>, EXTRA_TESTS=<dir of test binaries>,'
+	@echo '           RKVM_CACHE=<cache dir, default ~/.cache/rkvm>'
+
+bootstrap:
+	@scripts/bootstrap
+
+kernel: bootstrap
+	@scripts/build-kernel >/dev/null
+
+# CLIPPY=1: the kernel build runs clippy-driver, so every build is linted;
+# Kbuild makes warnings errors.
+module: kernel
+	@$(MAKE) -s -C $(KDIR_RESOLVED) M=$(TOP) LLVM=$(LLVM) CLIPPY=1 modules
+
+$(BUILD)/tests/% $(BUILD)/tools/%: | kernel
+$(BUILD)/tests/%: tests/selftests/%.c tests/selftests/rkvm_test.h
+	@mkdir -p $(@D)
+	gcc $(TEST_CFLAGS) -o $@ $<
+$(BUILD)/tools/%: tools/%.c
+	@mkdir -p $(@D)
+	gcc $(TEST_CFLAGS) -o $@ $<
+
+tests: kernel $(TESTS) $(TOOLS)
+
+host-test:
+	@if [ -f core/Cargo.toml ]; then cd core && cargo test -q; fi
+
+rustfmt:
+	rustfmt --edition 2021 --config-path $(KSRC)/.rustfmt.toml rkvm_main.rs
+	@if [ -f core/Cargo.toml ]; then cd core && cargo fmt; fi
+
+lint: module
+	rustfmt --check --edition 2021 --config-path $(KSRC)/.rustfmt.toml rkvm_main.rs
+	@if [ -f core/Cargo.toml ]; then cd core && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings; fi
+
+check: bootstrap host-test lint module tests
+	@scripts/vm check
+
+run: module tests
+	@scripts/vm run
+
+vm-shell: module tests
+	@scripts/vm shell
+
+clean:
+	@d=$$(bash -c '. scripts/lib.sh; kbuild_dir' 2>/dev/null); \
+	if [ -f "$$d/Makefile" ]; then $(MAKE) -s -C $$d M=$(TOP) LLVM=$(LLVM) clean; fi
+	rm -rf $(BUILD)

@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/rkvm`: the system file descriptor and its ioctls, as KVM's
+//! `kvm_dev_ioctl`.
+
+use crate::{abi, sys::file, vm::Vm};
+use kernel::{
+    fs::File,
+    miscdevice::{MiscDevice, MiscDeviceRegistration},
+    page::PAGE_SIZE,
+    prelude::*,
+};
+
+/// An open `/dev/rkvm`. It holds no state: VMs live on their own fds.
+pub(crate) struct RkvmDev;
+
+#[vtable]
+impl MiscDevice for RkvmDev {
+    type Ptr = ();
+
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<()> {
+        Ok(())
+    }
+
+    fn ioctl(_this: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            abi::KVM_GET_API_VERSION if arg == 0 => Ok(abi::API_VERSION),
+            abi::KVM_CREATE_VM => create_vm(arg),
+            abi::KVM_CHECK_EXTENSION => Ok(abi::check_extension(arg)),
+            abi::KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok((abi::VCPU_MMAP_PAGES * PAGE_SIZE) as isize),
+            // KVM answers EINVAL, not ENOTTY, for unknown system ioctls and
+            // for a non-zero argument where none is taken.
+            _ => Err(EINVAL),
+        }
+    }
+}
+
+fn create_vm(vm_type: usize) -> Result<isize> {
+    if vm_type != abi::KVM_X86_DEFAULT_VM {
+        return Err(EINVAL);
+    }
+    let vm = Vm::new()?;
+    Ok(file::install_fd(vm)? as isize)
+}
