@@ -36,3 +36,4 @@
 )]
 
 pub mod decode;
+pub mod emulate;
