@@ -37,3 +37,4 @@
 
 pub mod decode;
 pub mod emulate;
+pub mod paging;
