@@ -20,9 +20,17 @@
 //!
 //! Dependencies between files:
 //!
-//! * `decode.rs` — self-contained.
+//! * `decode.rs` — self-contained. `decode(bytes, mode, vendor)` gives an
+//!   `Insn` (length, prefixes, operands) or a `DecodeError`;
+//!   `Insn::control_reg_move`/`debug_reg_move` decode MOV CR/DR.
 //! * `emulate.rs` — uses `super::decode`, so it must be a sibling of `decode`.
-//! * `paging.rs` — self-contained.
+//!   `emulate(cpu, &insn, resume)` runs one instruction against a `Cpu`
+//!   and says what to do next (`Outcome`), or `EmulateError::Unsupported`.
+//! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
+//!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
+//!
+//! Host-only checks live outside `src/`: `tests/iced_diff.rs` (decoder vs
+//! iced-x86), `tests/prop.rs` (proptest) and `fuzz/` (cargo-fuzz).
 
 #![no_std]
 #![forbid(unsafe_code)]

@@ -40,10 +40,14 @@ impl Cpu for FuzzCpu {
         (seg as u64) << 8
     }
     fn read_mem(&mut self, gva: u64, data: &mut [u8]) -> MemResult {
-        access(gva, data.len(), |a| data.copy_from_slice(&self.ram[a..a + data.len()]))
+        access(gva, data.len(), |a| {
+            data.copy_from_slice(&self.ram[a..a + data.len()])
+        })
     }
     fn write_mem(&mut self, gva: u64, data: &[u8]) -> MemResult {
-        access(gva, data.len(), |a| self.ram[a..a + data.len()].copy_from_slice(data))
+        access(gva, data.len(), |a| {
+            self.ram[a..a + data.len()].copy_from_slice(data)
+        })
     }
 }
 
@@ -68,7 +72,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mode = [Mode::Bits16, Mode::Bits32, Mode::Bits64][usize::from(sel % 3)];
-    let vendor = if sel & 4 != 0 { Vendor::Amd } else { Vendor::Intel };
+    let vendor = if sel & 4 != 0 {
+        Vendor::Amd
+    } else {
+        Vendor::Intel
+    };
     let (code, seed) = rest.split_at(rest.len().min(15));
     let Ok(insn) = decode(code, mode, vendor) else {
         return;

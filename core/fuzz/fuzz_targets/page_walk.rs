@@ -13,7 +13,9 @@ struct Mem(Vec<u8>);
 impl Mem {
     fn slice(&self, gpa: u64, n: usize) -> Result<&[u8], MemError> {
         let a = usize::try_from(gpa).map_err(|_| MemError)?;
-        self.0.get(a..a.checked_add(n).ok_or(MemError)?).ok_or(MemError)
+        self.0
+            .get(a..a.checked_add(n).ok_or(MemError)?)
+            .ok_or(MemError)
     }
 }
 
