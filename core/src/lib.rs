@@ -26,6 +26,8 @@
 //! * `emulate.rs` — uses `super::decode`, so it must be a sibling of `decode`.
 //!   `emulate(cpu, &insn, resume)` runs one instruction against a `Cpu`
 //!   and says what to do next (`Outcome`), or `EmulateError::Unsupported`.
+//! * `memslot.rs`, `uapi.rs`, `vmcb.rs` — self-contained: memory-slot
+//!   rules, the KVM UAPI structs and the SVM VMCB, with layout asserts.
 //! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
 //!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
 //!
@@ -45,4 +47,7 @@
 
 pub mod decode;
 pub mod emulate;
+pub mod memslot;
 pub mod paging;
+pub mod uapi;
+pub mod vmcb;

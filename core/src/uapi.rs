@@ -1,0 +1,345 @@
+//! The KVM userspace ABI structures rkvm reads and writes, laid out exactly
+//! as `include/uapi/linux/kvm.h` and `arch/x86/include/uapi/asm/kvm.h`.
+//!
+//! Sizes and offsets are asserted at compile time, so a layout mistake does
+//! not build. The structs are plain integer data without padding holes (so
+//! the module may mark them `FromBytes`/`AsBytes` and copy them to and
+//! from userspace as bytes).
+
+// Field names are the C header's; they are documented there.
+#![allow(missing_docs)]
+
+use core::mem::{offset_of, size_of};
+
+/// `struct kvm_regs`: general-purpose registers, RIP and RFLAGS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmRegs {
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rip: u64,
+    pub rflags: u64,
+}
+
+/// `struct kvm_segment`: a segment register in unpacked form.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmSegment {
+    pub base: u64,
+    pub limit: u32,
+    pub selector: u16,
+    pub type_: u8,
+    pub present: u8,
+    pub dpl: u8,
+    pub db: u8,
+    pub s: u8,
+    pub l: u8,
+    pub g: u8,
+    pub avl: u8,
+    pub unusable: u8,
+    pub padding: u8,
+}
+
+/// `struct kvm_dtable`: GDTR or IDTR.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmDtable {
+    pub base: u64,
+    pub limit: u16,
+    pub padding: [u16; 3],
+}
+
+/// `KVM_NR_INTERRUPTS`: bits in `kvm_sregs.interrupt_bitmap`.
+pub const KVM_NR_INTERRUPTS: usize = 256;
+
+/// `struct kvm_sregs`: segments, descriptor tables, control registers.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmSregs {
+    pub cs: KvmSegment,
+    pub ds: KvmSegment,
+    pub es: KvmSegment,
+    pub fs: KvmSegment,
+    pub gs: KvmSegment,
+    pub ss: KvmSegment,
+    pub tr: KvmSegment,
+    pub ldt: KvmSegment,
+    pub gdt: KvmDtable,
+    pub idt: KvmDtable,
+    pub cr0: u64,
+    pub cr2: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub cr8: u64,
+    pub efer: u64,
+    pub apic_base: u64,
+    pub interrupt_bitmap: [u64; KVM_NR_INTERRUPTS.div_ceil(64)],
+}
+
+/// `struct kvm_userspace_memory_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmUserspaceMemoryRegion {
+    pub slot: u32,
+    pub flags: u32,
+    pub guest_phys_addr: u64,
+    pub memory_size: u64,
+    pub userspace_addr: u64,
+}
+
+/// `struct kvm_userspace_memory_region2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmUserspaceMemoryRegion2 {
+    pub slot: u32,
+    pub flags: u32,
+    pub guest_phys_addr: u64,
+    pub memory_size: u64,
+    pub userspace_addr: u64,
+    pub guest_memfd_offset: u64,
+    pub guest_memfd: u32,
+    pub pad1: u32,
+    pub pad2: [u64; 14],
+}
+
+/// `struct kvm_cpuid_entry2`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmCpuidEntry2 {
+    pub function: u32,
+    pub index: u32,
+    pub flags: u32,
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+    pub padding: [u32; 3],
+}
+
+/// The header of `struct kvm_cpuid2` (entries follow it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmCpuid2Header {
+    pub nent: u32,
+    pub padding: u32,
+}
+
+/// `struct kvm_msr_entry`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmMsrEntry {
+    pub index: u32,
+    pub reserved: u32,
+    pub data: u64,
+}
+
+/// The header of `struct kvm_msrs` (entries follow it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmMsrsHeader {
+    pub nmsrs: u32,
+    pub pad: u32,
+}
+
+/// The exit-specific part of `struct kvm_run` (a C union of 256 bytes);
+/// accessors below give the typed views rkvm uses.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvmRunExit(pub [u8; 256]);
+
+impl Default for KvmRunExit {
+    fn default() -> Self {
+        Self([0; 256])
+    }
+}
+
+/// `struct kvm_run`, the page shared with userspace through the vCPU mmap.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmRun {
+    pub request_interrupt_window: u8,
+    pub immediate_exit: u8,
+    pub padding1: [u8; 6],
+    pub exit_reason: u32,
+    pub ready_for_interrupt_injection: u8,
+    pub if_flag: u8,
+    pub flags: u16,
+    pub cr8: u64,
+    pub apic_base: u64,
+    pub exit: KvmRunExit,
+    pub kvm_valid_regs: u64,
+    pub kvm_dirty_regs: u64,
+    pub sync_regs: SyncRegsArea,
+}
+
+/// `kvm_run.s`: the 2 KiB area for `KVM_CAP_SYNC_REGS` (unused by rkvm).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncRegsArea(pub [u8; 2048]);
+
+impl Default for SyncRegsArea {
+    fn default() -> Self {
+        Self([0; 2048])
+    }
+}
+
+/// Exit reasons (`KVM_EXIT_*`) rkvm reports.
+pub mod exit {
+    pub const UNKNOWN: u32 = 0;
+    pub const EXCEPTION: u32 = 1;
+    pub const IO: u32 = 2;
+    pub const DEBUG: u32 = 4;
+    pub const HLT: u32 = 5;
+    pub const MMIO: u32 = 6;
+    pub const IRQ_WINDOW_OPEN: u32 = 7;
+    pub const SHUTDOWN: u32 = 8;
+    pub const FAIL_ENTRY: u32 = 9;
+    pub const INTR: u32 = 10;
+    pub const INTERNAL_ERROR: u32 = 17;
+}
+
+/// `KVM_INTERNAL_ERROR_*` suberrors.
+pub mod internal {
+    pub const EMULATION: u32 = 1;
+    pub const SIMUL_EX: u32 = 2;
+    pub const DELIVERY_EV: u32 = 3;
+    pub const UNEXPECTED_EXIT_REASON: u32 = 4;
+}
+
+/// `kvm_run.io.direction` values.
+pub const KVM_EXIT_IO_IN: u8 = 0;
+pub const KVM_EXIT_IO_OUT: u8 = 1;
+
+impl KvmRun {
+    /// Fills in a `KVM_EXIT_IO`: `data_offset` is from the start of `kvm_run`.
+    pub fn set_io(&mut self, direction: u8, size: u8, port: u16, count: u32, data_offset: u64) {
+        self.exit_reason = exit::IO;
+        let e = &mut self.exit.0;
+        e[0] = direction;
+        e[1] = size;
+        e[2..4].copy_from_slice(&port.to_ne_bytes());
+        e[4..8].copy_from_slice(&count.to_ne_bytes());
+        e[8..16].copy_from_slice(&data_offset.to_ne_bytes());
+    }
+
+    /// Fills in a `KVM_EXIT_MMIO` (`data` holds the value for a write).
+    pub fn set_mmio(&mut self, phys_addr: u64, data: [u8; 8], len: u32, is_write: bool) {
+        self.exit_reason = exit::MMIO;
+        let e = &mut self.exit.0;
+        e[0..8].copy_from_slice(&phys_addr.to_ne_bytes());
+        e[8..16].copy_from_slice(&data);
+        e[16..20].copy_from_slice(&len.to_ne_bytes());
+        e[20] = u8::from(is_write);
+    }
+
+    /// The data of a completed MMIO read, as userspace left it.
+    pub fn mmio_data(&self) -> [u8; 8] {
+        let mut d = [0; 8];
+        d.copy_from_slice(&self.exit.0[8..16]);
+        d
+    }
+
+    /// Fills in a `KVM_EXIT_FAIL_ENTRY`.
+    pub fn set_fail_entry(&mut self, reason: u64, cpu: u32) {
+        self.exit_reason = exit::FAIL_ENTRY;
+        let e = &mut self.exit.0;
+        e[0..8].copy_from_slice(&reason.to_ne_bytes());
+        e[8..12].copy_from_slice(&cpu.to_ne_bytes());
+    }
+
+    /// Fills in a `KVM_EXIT_INTERNAL_ERROR` with up to 16 data words.
+    pub fn set_internal_error(&mut self, suberror: u32, data: &[u64]) {
+        self.exit_reason = exit::INTERNAL_ERROR;
+        let n = data.len().min(16);
+        let e = &mut self.exit.0;
+        e[0..4].copy_from_slice(&suberror.to_ne_bytes());
+        e[4..8].copy_from_slice(&(n as u32).to_ne_bytes());
+        for (i, d) in data[..n].iter().enumerate() {
+            e[8 + i * 8..16 + i * 8].copy_from_slice(&d.to_ne_bytes());
+        }
+    }
+
+    /// Fills in a `KVM_EXIT_UNKNOWN` with the hardware exit code.
+    pub fn set_unknown(&mut self, hardware_exit_reason: u64) {
+        self.exit_reason = exit::UNKNOWN;
+        self.exit.0[0..8].copy_from_slice(&hardware_exit_reason.to_ne_bytes());
+    }
+}
+
+// Layouts as in the C headers (sizes from pahole on x86-64).
+const _: () = {
+    assert!(size_of::<KvmRegs>() == 144);
+    assert!(size_of::<KvmSegment>() == 24);
+    assert!(size_of::<KvmDtable>() == 16);
+    assert!(size_of::<KvmSregs>() == 312);
+    assert!(offset_of!(KvmSregs, gdt) == 192);
+    assert!(offset_of!(KvmSregs, cr0) == 224);
+    assert!(offset_of!(KvmSregs, interrupt_bitmap) == 280);
+    assert!(size_of::<KvmUserspaceMemoryRegion>() == 32);
+    assert!(size_of::<KvmUserspaceMemoryRegion2>() == 160);
+    assert!(size_of::<KvmCpuidEntry2>() == 40);
+    assert!(size_of::<KvmMsrEntry>() == 16);
+    assert!(offset_of!(KvmRun, exit_reason) == 8);
+    assert!(offset_of!(KvmRun, cr8) == 16);
+    assert!(offset_of!(KvmRun, exit) == 32);
+    assert!(offset_of!(KvmRun, kvm_valid_regs) == 288);
+    assert!(offset_of!(KvmRun, sync_regs) == 304);
+    assert!(size_of::<KvmRun>() == 2352);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_exit_fields_land_where_c_reads_them() {
+        let mut run = KvmRun::default();
+        run.set_io(KVM_EXIT_IO_OUT, 2, 0x3f8, 3, 4096);
+        assert_eq!(run.exit_reason, exit::IO);
+        assert_eq!(run.exit.0[0], 1);
+        assert_eq!(run.exit.0[1], 2);
+        assert_eq!(u16::from_ne_bytes([run.exit.0[2], run.exit.0[3]]), 0x3f8);
+        assert_eq!(u32::from_ne_bytes(run.exit.0[4..8].try_into().unwrap()), 3);
+        assert_eq!(
+            u64::from_ne_bytes(run.exit.0[8..16].try_into().unwrap()),
+            4096
+        );
+    }
+
+    #[test]
+    fn mmio_exit_round_trips_data() {
+        let mut run = KvmRun::default();
+        run.set_mmio(0xfee0_0000, [1, 2, 3, 4, 5, 6, 7, 8], 4, true);
+        assert_eq!(run.mmio_data(), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(run.exit.0[20], 1);
+        assert_eq!(
+            u32::from_ne_bytes(run.exit.0[16..20].try_into().unwrap()),
+            4
+        );
+    }
+
+    #[test]
+    fn internal_error_caps_ndata_at_16() {
+        let mut run = KvmRun::default();
+        run.set_internal_error(internal::EMULATION, &[7; 20]);
+        assert_eq!(u32::from_ne_bytes(run.exit.0[4..8].try_into().unwrap()), 16);
+        assert_eq!(
+            u64::from_ne_bytes(run.exit.0[128..136].try_into().unwrap()),
+            7
+        );
+    }
+}
