@@ -260,7 +260,7 @@ mod tests {
     fn wrapping_or_kernel_addresses_are_einval() {
         let s = Vec::new();
         assert_eq!(
-            plan(&s, &req(0, u64::MAX & !0xfff, 0x2000, 0x1000), LIMIT),
+            plan(&s, &req(0, !0xfff, 0x2000, 0x1000), LIMIT),
             Err(SlotError::Inval)
         );
         assert_eq!(
