@@ -20,6 +20,10 @@
 //!
 //! Dependencies between files:
 //!
+//! * `cpuid.rs` — self-contained. The CPUID `Entry` table with KVM's
+//!   `lookup`/`find`, `emulate` (what the guest's CPUID returns, with the
+//!   Intel out-of-range fallback), `GuestCaps::from_entries`, and
+//!   `supported(host, out)` (rkvm's `KVM_GET_SUPPORTED_CPUID` list).
 //! * `decode.rs` — self-contained. `decode(bytes, mode, vendor)` gives an
 //!   `Insn` (length, prefixes, operands) or a `DecodeError`;
 //!   `Insn::control_reg_move`/`debug_reg_move` decode MOV CR/DR.
@@ -30,6 +34,9 @@
 //!   rules, the KVM UAPI structs and the SVM VMCB, with layout asserts.
 //! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
 //!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
+//! * `x86.rs` — uses `super::cpuid::GuestCaps`, so it must be a sibling of
+//!   `cpuid`. KVM's validity rules for CR0/CR3/CR4/EFER, `KVM_SET_SREGS`
+//!   and `IA32_APIC_BASE`, and the vCPU RESET values (`x86::reset`).
 //!
 //! Host-only checks live outside `src/`: `tests/iced_diff.rs` (decoder vs
 //! iced-x86), `tests/prop.rs` (proptest) and `fuzz/` (cargo-fuzz).
@@ -45,9 +52,11 @@
     clippy::as_underscore
 )]
 
+pub mod cpuid;
 pub mod decode;
 pub mod emulate;
 pub mod memslot;
 pub mod paging;
 pub mod uapi;
 pub mod vmcb;
+pub mod x86;
