@@ -18,8 +18,8 @@ pub(crate) struct Vm {
 impl Vm {
     /// Creates a VM owned by the calling process.
     pub(crate) fn new() -> Result<Arc<Self>> {
-        let mm: ARef<Mm> = kernel::current!().mm().ok_or(EINVAL)?.into();
-        Arc::new(Self { mm }, GFP_KERNEL)
+        let mm = ARef::<Mm>::from(&**kernel::current!().mm().ok_or(EINVAL)?);
+        Ok(Arc::new(Self { mm }, GFP_KERNEL)?)
     }
 
     fn check_owner(&self) -> Result {

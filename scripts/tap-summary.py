@@ -13,7 +13,7 @@ import sys
 SPLATS = re.compile(
     r"Oops|BUG:|WARNING:|KASAN|kernel BUG|Call Trace|"
     r"possible circular locking|possible recursive locking|"
-    r"inconsistent lock state|suspicious RCU usage|lockdep|"
+    r"inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN_ON|"
     r"unreferenced object|Kernel panic|general protection fault|"
     r"=== error"
 )

@@ -12,6 +12,7 @@ extern "C" {
 }
 
 /// The four registers CPUID returns.
+#[allow(dead_code, reason = "all four registers are part of the CPUID result")]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Cpuid {
     pub(crate) eax: u32,
@@ -53,6 +54,9 @@ pub(crate) fn read_cr4() -> usize {
 /// Runs `f` on every online CPU (this one too, with interrupts off on the
 /// others) and returns when all have finished.
 pub(crate) fn on_each_cpu<F: Fn() + Sync>(f: &F) {
+    /// # Safety
+    ///
+    /// `info` must be a `&F` that outlives the call.
     unsafe extern "C" fn trampoline<F: Fn() + Sync>(info: *mut c_void) {
         // SAFETY: `info` is the `&F` passed below, which outlives the call
         // because `rkvm_on_each_cpu` waits for every CPU to finish.

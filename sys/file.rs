@@ -8,11 +8,12 @@
 //! when the last user of the file closes it.
 
 use core::{
-    ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void},
+    ffi::c_void,
     marker::PhantomData,
 };
 use kernel::{
     bindings,
+    ffi::{c_char, c_int, c_long, c_uint, c_ulong},
     prelude::*,
     sync::{Arc, ArcBorrow},
     types::ForeignOwnable,
@@ -58,7 +59,7 @@ impl<T: AnonFile> Fops<T> {
         // came from `Arc::<T>::into_foreign` in `install_fd`; it is only
         // given back in `release`, which cannot run concurrently with ioctl.
         let this = unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) };
-        match T::ioctl(this, cmd, arg as usize) {
+        match T::ioctl(this, cmd, arg) {
             Ok(v) => v as c_long,
             Err(e) => e.to_errno() as c_long,
         }

@@ -5,6 +5,8 @@
  * exception-table entry, which Rust's asm! cannot emit.
  */
 
+#include "helpers.h"
+
 #include <linux/smp.h>
 #include <linux/export.h>
 #include <asm/msr.h>
