@@ -107,6 +107,7 @@ TEST_F(rm, signal_from_another_thread_interrupts_spinning_guest)
 
 	vm_load_code(&self->vm, jmp_self);
 	lat = interrupt_from_thread(_metadata, &self->vcpu);
+	TH_LOG("signal to KVM_RUN return: %llu us", (unsigned long long)lat / 1000);
 	EXPECT_GT(MAX_LATENCY_NS, lat) TH_LOG("latency %llu ns",
 					      (unsigned long long)lat);
 }
@@ -131,6 +132,7 @@ TEST_F(rm, timer_signal_interrupts_spinning_guest)
 	EXPECT_EQ(-1, r);
 	EXPECT_EQ(EINTR, errno);
 	EXPECT_EQ(KVM_EXIT_INTR, self->vcpu.run->exit_reason);
+	TH_LOG("timer expiry to KVM_RUN return: %lld us", (long long)lat / 1000);
 	EXPECT_GT(MAX_LATENCY_NS, lat) TH_LOG("latency %llu ns",
 					      (unsigned long long)lat);
 	timer_delete(timer);
@@ -383,6 +385,76 @@ TEST(vm_closed_while_vcpu_thread_is_in_guest)
 	EXPECT_EQ(EINTR, r.err);
 	vcpu_destroy(&vm, &v);
 	munmap(vm.mem, vm.mem_size);
+}
+
+/* vCPU 1 waits for vCPU 0's write to shared guest memory. */
+GUEST_CODE(wait_flag, 16,
+	"1: cmp dword ptr [0x500], 0x1234\n"
+	"jne 1b\n"
+	"mov al, 1\n"
+	"out 0x10, al\n"
+	"hlt\n");
+
+GUEST_CODE(set_flag, 16,
+	"mov dword ptr [0x500], 0x1234\n"
+	"hlt\n");
+
+TEST(vcpus_of_one_vm_share_memory)
+{
+	struct vm vm;
+	struct vcpu v0, v1;
+	struct runner r;
+	pthread_t t;
+
+	vm_create(_metadata, &vm);
+	vcpu_create(_metadata, &vm, 0, &v0);
+	vcpu_create(_metadata, &vm, 1, &v1);
+	vcpu_setup_real(_metadata, &v0);
+	vcpu_setup_real(_metadata, &v1);
+	vm_load_code(&vm, wait_flag);
+	vm_load(&vm, CODE_GPA + 0x100, set_flag, set_flag_end);
+	vcpu_set_rip(_metadata, &v0, CODE_GPA + 0x100);
+
+	r = (struct runner){ .vcpu = &v1 };
+	ASSERT_EQ(0, pthread_create(&t, NULL, run_once, &r));
+	while (!r.started)
+		usleep(1000);
+	usleep(20000);
+	ASSERT_EXIT(&v0, KVM_EXIT_HLT);
+	ASSERT_EQ(0, pthread_join(t, NULL));
+	EXPECT_EQ(0, r.ret) TH_LOG("KVM_RUN: %s", strerror(r.err));
+	EXPECT_EQ(KVM_EXIT_IO, v1.run->exit_reason);
+	EXPECT_EQ(0x10, v1.run->io.port);
+	vcpu_destroy(&vm, &v0);
+	vcpu_destroy(&vm, &v1);
+	vm_destroy(&vm);
+}
+
+TEST(sigkill_ends_a_process_whose_vcpu_is_in_guest)
+{
+	int status;
+	uint64_t start;
+	pid_t pid = fork();
+
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		struct vm vm;
+		struct vcpu v;
+
+		vm_create(_metadata, &vm);
+		vcpu_create(_metadata, &vm, 0, &v);
+		vcpu_setup_real(_metadata, &v);
+		vm_load_code(&vm, jmp_self);
+		ioctl(v.fd, KVM_RUN, 0);
+		_exit(3);	/* KVM_RUN must not return */
+	}
+	usleep(300000);
+	start = now_ns();
+	ASSERT_EQ(0, kill(pid, SIGKILL));
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+		TH_LOG("status %#x", status);
+	EXPECT_GT(1000000000ULL, now_ns() - start);
 }
 
 TEST_HARNESS_MAIN

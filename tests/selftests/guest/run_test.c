@@ -237,6 +237,21 @@ TEST_F(rm, hlt_exits_with_rip_after_it)
 	EXPECT_EQ(CODE_GPA + 1, regs.rip);
 }
 
+GUEST_CODE(rm_hlt_twice, 16,
+	"hlt\n"
+	"mov al, 7\n"
+	"out 0x10, al\n"
+	"hlt\n");
+
+TEST_F(rm, run_after_hlt_resumes_after_it)
+{
+	/* Without an in-kernel local APIC, HLT just exits to userspace. */
+	vm_load_code(&self->vm, rm_hlt_twice);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+	EXPECT_EQ(7, run_to_out(&self->vcpu, 1, 0x10));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
 GUEST_CODE(rm_int3, 16,
 	"int3\n"
 	"hlt\n");
