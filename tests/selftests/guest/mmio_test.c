@@ -484,6 +484,146 @@ TEST_F(lm, readonly_slot_reads_memory_and_writes_exit_as_mmio)
 	munmap(page, 4096);
 }
 
+/* --- MMIO through non-identity mappings --- */
+
+GUEST_CODE(alias_write, 64,
+	"mov rbx, 0xffffffffd0000000\n"	/* LONG_MMIO_VA */
+	"mov dword ptr [rbx + 0x40], 0x1234\n"
+	"hlt\n");
+
+TEST_F(lm, write_through_high_virtual_alias_reports_gpa)
+{
+	LOAD(alias_write);
+	EXPECT_EQ(0x1234ULL, run_to_mmio_write(V, M + 0x40, 4));
+	RUN_TO_HLT();
+}
+
+GUEST_CODE(code_at_alias, 64,
+	"mov rbx, 0xd0000000\n"
+	"mov eax, dword ptr [rbx]\n"
+	"hlt\n");
+
+TEST_F(lm, mmio_from_code_at_high_virtual_alias)
+{
+	/* The emulator fetches the instruction through the guest's mapping. */
+	LOAD(code_at_alias);
+	vcpu_set_rip(_metadata, V, LONG_ALIAS_VA + CODE_GPA);
+	run_to_mmio_read(V, M, 4, 0x31415926);
+	RUN_TO_HLT();
+	EXPECT_EQ(0x31415926ULL, self->regs.rax);
+	EXPECT_EQ(LONG_ALIAS_VA + CODE_GPA + (code_at_alias_end - code_at_alias),
+		  self->regs.rip);
+}
+
+GUEST_CODE(pm_mmio, 32,
+	"mov dword ptr [0x800010], 0xabcd\n"	/* PROT32_MMIO_VA + 0x10 */
+	"mov ax, word ptr [0x800020]\n"
+	"hlt\n");
+
+TEST(mmio_through_32bit_paging)
+{
+	struct vm vm;
+	struct vcpu v;
+	struct kvm_regs regs;
+
+	vm_create(_metadata, &vm);
+	vcpu_create(_metadata, &vm, 0, &v);
+	vcpu_setup_protected(_metadata, &vm, &v, 1);
+	vm_load_code(&vm, pm_mmio);
+	EXPECT_EQ(0xabcdULL, run_to_mmio_write(&v, M + 0x10, 4));
+	run_to_mmio_read(&v, M + 0x20, 2, 0x5678);
+	ASSERT_EXIT(&v, KVM_EXIT_HLT);
+	vcpu_get_regs(_metadata, &v, &regs);
+	EXPECT_EQ(0x5678ULL, regs.rax & 0xffff);
+	vcpu_destroy(&vm, &v);
+	vm_destroy(&vm);
+}
+
+/* --- accesses that cross a page boundary --- */
+
+GUEST_CODE(cross_write, 64,
+	"mov rbx, 0xd0000ffe\n"
+	"mov dword ptr [rbx], 0x11223344\n"
+	"hlt\n");
+
+TEST_F(lm, write_crossing_pages_exits_per_page)
+{
+	/* Each exit stays inside one page; together they are the write. */
+	uint8_t seen[4] = { 0 }, want[4] = { 0x44, 0x33, 0x22, 0x11 };
+	unsigned int n = 0, exits = 0;
+
+	LOAD(cross_write);
+	for (;;) {
+		struct kvm_run *run = V->run;
+		uint64_t a;
+
+		vcpu_run(_metadata, V);
+		if (run->exit_reason != KVM_EXIT_MMIO)
+			break;
+		exits++;
+		a = run->mmio.phys_addr;
+		ASSERT_EQ(1, run->mmio.is_write);
+		ASSERT_LE(M + 0xffe, a);
+		ASSERT_GE(M + 0x1002, a + run->mmio.len);
+		EXPECT_EQ(a >> 12, (a + run->mmio.len - 1) >> 12);
+		memcpy(seen + (a - (M + 0xffe)), run->mmio.data, run->mmio.len);
+		n += run->mmio.len;
+	}
+	TH_LOG("%u bytes in %u exits", n, exits);
+	ASSERT_EQ(KVM_EXIT_HLT, V->run->exit_reason);
+	EXPECT_EQ(4, n);
+	EXPECT_EQ(0, memcmp(want, seen, 4));
+}
+
+GUEST_CODE(cross_read, 64,
+	"mov rbx, 0xd0000ffc\n"
+	"mov rax, qword ptr [rbx]\n"
+	"hlt\n");
+
+TEST_F(lm, read_crossing_pages_gets_each_part)
+{
+	unsigned int n = 0, exits = 0;
+
+	LOAD(cross_read);
+	for (;;) {
+		struct kvm_run *run = V->run;
+		uint64_t a;
+
+		vcpu_run(_metadata, V);
+		if (run->exit_reason != KVM_EXIT_MMIO)
+			break;
+		exits++;
+		a = run->mmio.phys_addr;
+		ASSERT_EQ(0, run->mmio.is_write);
+		ASSERT_LE(M + 0xffc, a);
+		ASSERT_GE(M + 0x1004, a + run->mmio.len);
+		EXPECT_EQ(a >> 12, (a + run->mmio.len - 1) >> 12);
+		/* Byte at M + 0xffc + i reads as 0xa0 + i. */
+		for (unsigned int i = 0; i < run->mmio.len; i++)
+			run->mmio.data[i] = 0xa0 + (a - (M + 0xffc)) + i;
+		n += run->mmio.len;
+	}
+	TH_LOG("%u bytes in %u exits", n, exits);
+	ASSERT_EQ(KVM_EXIT_HLT, V->run->exit_reason);
+	EXPECT_EQ(8, n);
+	vcpu_get_regs(_metadata, V, &self->regs);
+	EXPECT_EQ(0xa7a6a5a4a3a2a1a0ULL, self->regs.rax);
+}
+
+GUEST_CODE(ram_mmio_straddle, 64,
+	"mov dword ptr [0x1ffffe], 0x11223344\n"
+	"hlt\n");
+
+TEST_F(lm, write_straddling_ram_and_mmio_splits)
+{
+	/* Slot 0 ends at VM_MEM_SIZE (2 MiB): two bytes land in RAM. */
+	LOAD(ram_mmio_straddle);
+	EXPECT_EQ(0x1122ULL, run_to_mmio_write(V, VM_MEM_SIZE, 2));
+	RUN_TO_HLT();
+	EXPECT_EQ(0x44, self->vm.mem[VM_MEM_SIZE - 2]);
+	EXPECT_EQ(0x33, self->vm.mem[VM_MEM_SIZE - 1]);
+}
+
 /* --- MMIO from real mode --- */
 
 GUEST_CODE(rm_mmio, 16,

@@ -321,21 +321,26 @@ static inline void setup_regs_at_code(struct __test_metadata *_metadata,
 
 /*
  * 32-bit paging (CR4.PAE = 0): page directory at PT_GPA; the first 4 MiB
- * identity-mapped with 4 KiB pages; virtual 0x400000 mapped to @alias_gpa.
+ * identity-mapped with 4 KiB pages; virtual 0x400000 mapped to @alias_gpa
+ * and virtual 0x800000 to MMIO_GPA.
  */
 #define PROT32_ALIAS_VA 0x400000UL
+#define PROT32_MMIO_VA 0x800000UL
 static inline void vm_build_pt32(struct vm *vm, uint32_t alias_gpa)
 {
 	uint32_t *pd = (uint32_t *)(vm->mem + PT_GPA);
 	uint32_t *pt = (uint32_t *)(vm->mem + PT_GPA + 0x1000);
 	uint32_t *pt2 = (uint32_t *)(vm->mem + PT_GPA + 0x2000);
+	uint32_t *pt3 = (uint32_t *)(vm->mem + PT_GPA + 0x3000);
 
-	memset(pd, 0, 0x3000);
+	memset(pd, 0, 0x4000);
 	pd[0] = (PT_GPA + 0x1000) | 3;
 	pd[1] = (PT_GPA + 0x2000) | 3;
+	pd[2] = (PT_GPA + 0x3000) | 3;
 	for (int i = 0; i < 1024; i++)
 		pt[i] = (i << 12) | 3;
 	pt2[0] = alias_gpa | 3;
+	pt3[0] = MMIO_GPA | 3;
 }
 
 /* 32-bit protected mode at CODE_GPA, flat segments, with or without paging. */
@@ -381,9 +386,11 @@ static inline void vcpu_set_supported_cpuid(struct __test_metadata *_metadata,
 
 /*
  * 4-level page tables at PT_GPA: the first 4 GiB identity-mapped with 2 MiB
- * pages, and the first GiB mapped again at LONG_ALIAS_VA.
+ * pages, the first GiB mapped again at LONG_ALIAS_VA and the fourth GiB
+ * (with MMIO_GPA) at 0xffffffffc0000000 (so MMIO_GPA at LONG_MMIO_VA).
  */
 #define LONG_ALIAS_VA 0xffffffff80000000UL
+#define LONG_MMIO_VA 0xffffffffd0000000UL
 static inline void vm_build_pt64(struct vm *vm)
 {
 	uint64_t *pml4 = (uint64_t *)(vm->mem + PT_GPA);
@@ -399,6 +406,7 @@ static inline void vm_build_pt64(struct vm *vm)
 	for (int i = 0; i < 4 * 512; i++)
 		pd[i] = ((uint64_t)i << 21) | 0x83;	/* P, RW, PS */
 	pdpt_hi[510] = (PT_GPA + 0x2000) | 3;
+	pdpt_hi[511] = (PT_GPA + 0x5000) | 3;
 }
 
 /* 64-bit long mode at CODE_GPA with the page tables of vm_build_pt64(). */
