@@ -1,7 +1,13 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The KVM ABI as rkvm speaks it: ioctl numbers and capability numbers,
-//! identical to `include/uapi/linux/kvm.h`.
+//! The KVM ABI as rkvm speaks it: ioctl numbers, capability numbers and
+//! limits, identical to `include/uapi/linux/kvm.h`.
+
+use crate::uapi::{
+    KvmCpuid2Header, KvmMsrsHeader, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2,
+};
+use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
 /// `KVM_API_VERSION`: the only version KVM has ever shipped since 2007.
 pub(crate) const API_VERSION: isize = 12;
@@ -9,31 +15,82 @@ pub(crate) const API_VERSION: isize = 12;
 /// The ioctl type byte of every KVM ioctl.
 const KVMIO: u32 = 0xAE;
 
-const fn io(nr: u32) -> u32 {
-    (KVMIO << 8) | nr
-}
-
 // System ioctls (on /dev/rkvm).
-pub(crate) const KVM_GET_API_VERSION: u32 = io(0x00);
-pub(crate) const KVM_CREATE_VM: u32 = io(0x01);
-pub(crate) const KVM_CHECK_EXTENSION: u32 = io(0x03);
-pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = io(0x04);
+pub(crate) const KVM_GET_API_VERSION: u32 = _IO(KVMIO, 0x00);
+pub(crate) const KVM_CREATE_VM: u32 = _IO(KVMIO, 0x01);
+pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
+pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
+pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x05);
+
+// VM ioctls.
+pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
+pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 = _IOW::<KvmUserspaceMemoryRegion>(KVMIO, 0x46);
+pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
+pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
+pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryRegion2>(KVMIO, 0x49);
+
+// vCPU ioctls.
+pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
+pub(crate) const KVM_GET_REGS: u32 = _IOR::<KvmRegs>(KVMIO, 0x81);
+pub(crate) const KVM_SET_REGS: u32 = _IOW::<KvmRegs>(KVMIO, 0x82);
+pub(crate) const KVM_GET_SREGS: u32 = _IOR::<KvmSregs>(KVMIO, 0x83);
+pub(crate) const KVM_SET_SREGS: u32 = _IOW::<KvmSregs>(KVMIO, 0x84);
+pub(crate) const KVM_GET_MSRS: u32 = _IOWR::<KvmMsrsHeader>(KVMIO, 0x88);
+pub(crate) const KVM_SET_MSRS: u32 = _IOW::<KvmMsrsHeader>(KVMIO, 0x89);
+pub(crate) const KVM_SET_CPUID2: u32 = _IOW::<KvmCpuid2Header>(KVMIO, 0x90);
+pub(crate) const KVM_GET_CPUID2: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x91);
 
 /// `KVM_X86_DEFAULT_VM`: the only VM type rkvm creates.
 pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
 
-// Capabilities (`KVM_CAP_*`). Only those rkvm implements are listed: every
-// other number answers 0.
+/// `KVM_MAX_VCPUS` (x86 default config) and `KVM_MAX_VCPU_IDS` (4 ids per
+/// vCPU, as x86 KVM allows for APIC-id gaps).
+pub(crate) const MAX_VCPUS: u32 = 1024;
+pub(crate) const MAX_VCPU_IDS: u32 = MAX_VCPUS * 4;
+/// `KVM_MAX_CPUID_ENTRIES`.
+pub(crate) const MAX_CPUID_ENTRIES: u32 = 256;
+
+// Capabilities (`KVM_CAP_*`) rkvm implements; every other number answers 0.
+const KVM_CAP_USER_MEMORY: usize = 3;
+const KVM_CAP_SET_TSS_ADDR: usize = 4;
+const KVM_CAP_EXT_CPUID: usize = 7;
+const KVM_CAP_NR_VCPUS: usize = 9;
+const KVM_CAP_NR_MEMSLOTS: usize = 10;
+const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: usize = 21;
+const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
+const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
+const KVM_CAP_INTERNAL_ERROR_DATA: usize = 40;
+const KVM_CAP_MAX_VCPUS: usize = 66;
+const KVM_CAP_READONLY_MEM: usize = 81;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
+const KVM_CAP_MAX_VCPU_ID: usize = 128;
+const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
+const KVM_CAP_USER_MEMORY2: usize = 231;
 
 /// `KVM_CHECK_EXTENSION`, on the system fd or a VM fd: 0 for anything rkvm
 /// does not implement, as KVM answers for capabilities it lacks.
 pub(crate) fn check_extension(cap: usize) -> isize {
     match cap {
-        KVM_CAP_CHECK_EXTENSION_VM => 1,
+        KVM_CAP_USER_MEMORY
+        | KVM_CAP_SET_TSS_ADDR
+        | KVM_CAP_EXT_CPUID
+        | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
+        | KVM_CAP_SET_IDENTITY_MAP_ADDR
+        | KVM_CAP_INTERNAL_ERROR_DATA
+        | KVM_CAP_READONLY_MEM
+        | KVM_CAP_CHECK_EXTENSION_VM
+        | KVM_CAP_IMMEDIATE_EXIT
+        | KVM_CAP_USER_MEMORY2 => 1,
+        KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
+        KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
+        KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
+        KVM_CAP_NR_MEMSLOTS => crate::memslot::USER_MEM_SLOTS as isize,
         _ => 0,
     }
 }
 
 /// Pages mapped by the vCPU fd: `struct kvm_run`, then the PIO data page.
 pub(crate) const VCPU_MMAP_PAGES: usize = 2;
+/// The PIO data page's offset in the vCPU mapping (`KVM_PIO_PAGE_OFFSET`).
+pub(crate) const PIO_PAGE_OFFSET: u64 = 1;

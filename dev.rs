@@ -27,7 +27,10 @@ impl MiscDevice for RkvmDev {
             abi::KVM_GET_API_VERSION if arg == 0 => Ok(abi::API_VERSION),
             abi::KVM_CREATE_VM => create_vm(arg),
             abi::KVM_CHECK_EXTENSION => Ok(abi::check_extension(arg)),
-            abi::KVM_GET_VCPU_MMAP_SIZE if arg == 0 => Ok((abi::VCPU_MMAP_PAGES * PAGE_SIZE) as isize),
+            abi::KVM_GET_VCPU_MMAP_SIZE if arg == 0 => {
+                Ok((abi::VCPU_MMAP_PAGES * PAGE_SIZE) as isize)
+            }
+            abi::KVM_GET_SUPPORTED_CPUID => crate::guest_cpuid::get_supported_cpuid(arg),
             // KVM answers EINVAL, not ENOTTY, for unknown system ioctls and
             // for a non-zero argument where none is taken.
             _ => Err(EINVAL),
@@ -40,5 +43,5 @@ fn create_vm(vm_type: usize) -> Result<isize> {
         return Err(EINVAL);
     }
     let vm = Vm::new()?;
-    Ok(file::install_fd(vm)? as isize)
+    Ok(file::install_fd(vm, c"kvm-vm")? as isize)
 }

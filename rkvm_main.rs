@@ -3,15 +3,44 @@
 //! rkvm: a KVM-compatible hypervisor module in Rust.
 //!
 //! Registers `/dev/rkvm`, which speaks the KVM API (version 12). This file
-//! is the crate root: module metadata, load-time checks and the module list.
+//! is the crate root: module metadata, load-time set-up and the module list.
 
 mod abi;
 mod dev;
+mod guest_cpuid;
+mod mmu;
 mod svm;
 mod sys;
+mod vcpu;
 mod virt;
 mod vm;
 mod vmx;
+
+// The pure-logic core, shared with the host tests in core/.
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/cpuid.rs"]
+mod cpuid;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/decode.rs"]
+mod decode;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/emulate.rs"]
+mod emulate;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/memslot.rs"]
+mod memslot;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/paging.rs"]
+mod paging;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/uapi.rs"]
+mod uapi;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/vmcb.rs"]
+mod vmcb;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/x86.rs"]
+mod x86;
 
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
@@ -28,19 +57,28 @@ module! {
 
 #[pin_data]
 struct RkvmModule {
+    // Dropped first: no new VMs once unloading starts (and none exist:
+    // every VM fd pins the module).
     #[pin]
     _dev: MiscDeviceRegistration<dev::RkvmDev>,
+    _svm: svm::SvmHost,
 }
 
 impl kernel::InPlaceModule for RkvmModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _dev <- {
+            _svm: {
                 let vendor = virt::Vendor::detect()?;
                 vendor.check_not_in_use()?;
-                pr_info!("rkvm: {} found, /dev/rkvm ready\n", vendor.name());
-                MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" })
+                if vendor != virt::Vendor::Svm {
+                    pr_err!("rkvm: the Intel VT-x backend is not implemented yet\n");
+                    return Err(ENODEV);
+                }
+                let host = svm::SvmHost::new()?;
+                pr_info!("rkvm: {} enabled on all CPUs, /dev/rkvm ready\n", vendor.name());
+                host
             },
+            _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
         })
     }
 }

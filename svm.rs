@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! AMD SVM backend.
+//! AMD SVM backend: detection, per-CPU enable (EFER.SVME and the host save
+//! area), ASIDs, and the vCPU (`svm/vcpu.rs`).
 
-use crate::{sys::cpu, virt::Backend};
+pub(crate) mod vcpu;
+
+use crate::{
+    sys::{cpu, hotplug::CpuHotplug, mem::Pages},
+    virt::Backend,
+};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 
 /// CPUID 0x8000_0001 ECX: SVM supported.
@@ -12,9 +19,17 @@ const MSR_VM_CR: u32 = 0xc001_0114;
 /// `VM_CR.SVMDIS`: SVM disabled (by firmware, when `VM_CR.LOCK` is set).
 const VM_CR_SVMDIS: u64 = 1 << 4;
 /// `MSR_EFER`.
-const MSR_EFER: u32 = 0xc000_0080;
+pub(crate) const MSR_EFER: u32 = 0xc000_0080;
 /// `EFER.SVME`: SVM enabled on this CPU.
-const EFER_SVME: u64 = 1 << 12;
+pub(crate) const EFER_SVME: u64 = 1 << 12;
+/// `MSR_VM_HSAVE_PA`: where VMRUN saves host state.
+const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
+/// CPUID 0x8000_000A EDX: flush-by-ASID (TLB_CONTROL 3).
+const SVM_FEATURE_FLUSHBYASID: u32 = 1 << 6;
+/// CPUID 0x8000_000A EDX: NRIP save.
+const SVM_FEATURE_NRIPS: u32 = 1 << 3;
+/// CPUID 0x8000_000A EDX: nested paging.
+const SVM_FEATURE_NPT: u32 = 1 << 0;
 
 /// The AMD SVM backend.
 pub(crate) struct Svm;
@@ -23,7 +38,7 @@ impl Backend for Svm {
     const NAME: &'static str = "AMD SVM";
 
     fn probe() -> Result {
-        if cpu::cpuid(0x8000_0000, 0).eax < 0x8000_0001
+        if cpu::cpuid(0x8000_0000, 0).eax < 0x8000_000a
             || cpu::cpuid(0x8000_0001, 0).ecx & CPUID_SVM == 0
         {
             return Err(ENODEV);
@@ -32,10 +47,165 @@ impl Backend for Svm {
             pr_err!("rkvm: SVM is disabled by firmware (VM_CR.SVMDIS)\n");
             return Err(ENODEV);
         }
+        if cpu::cpuid(0x8000_000a, 0).edx & SVM_FEATURE_NPT == 0 {
+            pr_err!("rkvm: SVM without nested paging is not supported\n");
+            return Err(ENODEV);
+        }
         Ok(())
     }
 
     fn enabled_on_this_cpu() -> bool {
         cpu::rdmsr_safe(MSR_EFER).is_ok_and(|efer| efer & EFER_SVME != 0)
     }
+}
+
+/// What the SVM of this machine offers (CPUID 0x8000_000A).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Features {
+    /// Number of ASIDs (ASID 0 is the host's).
+    pub(crate) nr_asids: u32,
+    /// VMCB.next_rip is written on instruction intercepts.
+    pub(crate) nrips: bool,
+    /// TLB_CONTROL may flush one ASID.
+    pub(crate) flush_by_asid: bool,
+}
+
+impl Features {
+    fn read() -> Self {
+        let c = cpu::cpuid(0x8000_000a, 0);
+        Self {
+            nr_asids: c.ebx.max(2),
+            nrips: c.edx & SVM_FEATURE_NRIPS != 0,
+            flush_by_asid: c.edx & SVM_FEATURE_FLUSHBYASID != 0,
+        }
+    }
+}
+
+/// Per-CPU SVM state.
+pub(crate) struct PerCpu {
+    /// The host save area VMRUN uses (VM_HSAVE_PA).
+    hsave: Pages,
+    /// Where the host's VMSAVE state goes around each VMRUN.
+    pub(crate) host_vmcb: Pages,
+    /// ASID generation: bumped when ASIDs run out and are all flushed.
+    pub(crate) asid_gen: AtomicU64,
+    /// Next ASID to hand out on this CPU.
+    pub(crate) next_asid: AtomicU32,
+}
+
+/// All CPUs' state, owned by [`SvmHost`]; published for the hotplug
+/// callbacks and vCPU entry, which run only while the module is loaded.
+static PERCPU: AtomicPtr<PerCpu> = AtomicPtr::new(core::ptr::null_mut());
+static PERCPU_LEN: AtomicUsize = AtomicUsize::new(0);
+static FEATURES_NR_ASIDS: AtomicU32 = AtomicU32::new(0);
+
+/// SVM switched on for the module's lifetime: on every online CPU, on CPUs
+/// that come online later, and off again when dropped.
+pub(crate) struct SvmHost {
+    // Field order is drop order: hotplug (which disables SVM on every CPU)
+    // goes before the pages it points at.
+    _hotplug: CpuHotplug,
+    /// Owns what `PERCPU` points at.
+    _percpu: KVec<PerCpu>,
+}
+
+impl SvmHost {
+    /// Allocates per-CPU state and enables SVM everywhere.
+    pub(crate) fn new() -> Result<Self> {
+        let n = cpu::nr_cpu_ids();
+        let mut percpu = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            percpu.push(
+                PerCpu {
+                    hsave: Pages::new(0)?,
+                    host_vmcb: Pages::new(0)?,
+                    asid_gen: AtomicU64::new(1),
+                    next_asid: AtomicU32::new(1),
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        FEATURES_NR_ASIDS.store(Features::read().nr_asids, Ordering::Relaxed);
+        PERCPU_LEN.store(n, Ordering::Release);
+        PERCPU.store(percpu.as_mut_ptr(), Ordering::Release);
+        let hotplug = match CpuHotplug::register(cpu_online, cpu_offline) {
+            Ok(h) => h,
+            Err(e) => {
+                PERCPU.store(core::ptr::null_mut(), Ordering::Release);
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            _hotplug: hotplug,
+            _percpu: percpu,
+        })
+    }
+
+    /// The features of this machine's SVM.
+    pub(crate) fn features() -> Features {
+        Features::read()
+    }
+}
+
+impl Drop for SvmHost {
+    fn drop(&mut self) {
+        // Runs before the fields drop: `_hotplug` then runs `cpu_offline`
+        // (which needs no per-CPU state) on every CPU, then `percpu` goes.
+        PERCPU.store(core::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// This CPU's state. Callers have preemption disabled (the CPU is `cpu`).
+pub(crate) fn percpu(cpu: usize) -> Option<&'static PerCpu> {
+    let p = PERCPU.load(Ordering::Acquire);
+    if p.is_null() || cpu >= PERCPU_LEN.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: `p` points at `PERCPU_LEN` initialised entries owned by the
+    // live `SvmHost`, which outlives every vCPU and hotplug callback (both
+    // hold or are removed before the module's reference goes).
+    Some(unsafe { &*p.add(cpu) })
+}
+
+/// The number of ASIDs the hardware has.
+pub(crate) fn nr_asids() -> u32 {
+    FEATURES_NR_ASIDS.load(Ordering::Relaxed)
+}
+
+/// Hotplug "online" callback, run on `cpu` itself: enable SVM there.
+///
+/// # Safety
+///
+/// Called by the CPU-hotplug core on the CPU being brought up.
+unsafe extern "C" fn cpu_online(cpu_id: u32) -> i32 {
+    let Some(pc) = percpu(cpu_id as usize) else {
+        return ENOMEM.to_errno();
+    };
+    let efer = match cpu::rdmsr_safe(MSR_EFER) {
+        Ok(e) => e,
+        Err(e) => return e.to_errno(),
+    };
+    if efer & EFER_SVME != 0 {
+        pr_err!("rkvm: SVM already enabled on CPU {cpu_id} by someone else\n");
+        return EBUSY.to_errno();
+    }
+    cpu::wrmsr(MSR_EFER, efer | EFER_SVME);
+    cpu::wrmsr(MSR_VM_HSAVE_PA, pc.hsave.phys());
+    // A CPU coming back must not reuse ASIDs whose TLB entries it may hold.
+    pc.asid_gen.fetch_add(1, Ordering::Relaxed);
+    pc.next_asid.store(1, Ordering::Relaxed);
+    0
+}
+
+/// Hotplug "offline" callback, run on `cpu` itself: leave it as found.
+///
+/// # Safety
+///
+/// Called by the CPU-hotplug core on the CPU going down.
+unsafe extern "C" fn cpu_offline(_cpu_id: u32) -> i32 {
+    if let Ok(efer) = cpu::rdmsr_safe(MSR_EFER) {
+        cpu::wrmsr(MSR_VM_HSAVE_PA, 0);
+        cpu::wrmsr(MSR_EFER, efer & !EFER_SVME);
+    }
+    0
 }

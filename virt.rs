@@ -79,3 +79,55 @@ impl Vendor {
         Ok(())
     }
 }
+
+/// Why the guest stopped, in vendor-neutral terms. Each backend decodes its
+/// hardware exit into one of these; `guest.rs` handles them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Exit {
+    /// Nothing to do (a host interrupt or NMI was taken): enter again.
+    Resume,
+    /// An IN/OUT/INS/OUTS instruction.
+    Io(IoExit),
+    /// HLT.
+    Hlt { next_rip: Option<u64> },
+    /// CPUID, handled in the kernel from the vCPU's CPUID table.
+    Cpuid { next_rip: Option<u64> },
+    /// RDMSR (`write` false) or WRMSR.
+    Msr { write: bool, next_rip: Option<u64> },
+    /// A triple fault: the VM is reset by userspace or killed.
+    Shutdown,
+    /// The guest touched a GPA with no (or a too weak) nested mapping.
+    Npf { gpa: u64, write: bool, fetch: bool },
+    /// VMMCALL/VMCALL.
+    Hypercall { next_rip: Option<u64> },
+    /// An instruction KVM treats as a no-op (MONITOR, MWAIT, INVD).
+    Nop { next_rip: Option<u64> },
+    /// Inject this exception (an instruction the guest may not run).
+    Exception { vector: u8, error_code: Option<u32> },
+    /// VM entry failed; the hardware's reason.
+    FailEntry(u64),
+    /// An exit rkvm does not expect; the hardware's exit code.
+    Unexpected(u64),
+}
+
+/// An I/O instruction exit, as the hardware reports it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IoExit {
+    pub(crate) port: u16,
+    /// Operand size in bytes (1, 2 or 4).
+    pub(crate) size: u8,
+    pub(crate) input: bool,
+    /// INS/OUTS.
+    pub(crate) string: bool,
+    pub(crate) rep: bool,
+    /// Address size in bytes (string forms).
+    pub(crate) addr_size: u8,
+    /// Source segment of OUTS (INS always writes ES).
+    pub(crate) seg: crate::decode::Segment,
+    /// RIP after the instruction.
+    pub(crate) next_rip: u64,
+}
+
+/// The vCPU type of the backend in use (only SVM so far; VT-x will make
+/// this an enum with static dispatch).
+pub(crate) type ArchVcpu = crate::svm::vcpu::SvmVcpu;

@@ -12,7 +12,6 @@ extern "C" {
 }
 
 /// The four registers CPUID returns.
-#[allow(dead_code, reason = "all four registers are part of the CPUID result")]
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Cpuid {
     pub(crate) eax: u32,
@@ -67,4 +66,135 @@ pub(crate) fn on_each_cpu<F: Fn() + Sync>(f: &F) {
     // SAFETY: `trampoline::<F>` only reads `info` as `&F`; `F: Sync` makes
     // sharing it with other CPUs sound; the call waits for completion.
     unsafe { rkvm_on_each_cpu(trampoline::<F>, info) };
+}
+
+extern "C" {
+    fn rkvm_wrmsr(msr: u32, val: u64);
+    fn rkvm_local_irq_disable();
+    fn rkvm_local_irq_enable();
+    fn rkvm_preempt_disable();
+    fn rkvm_preempt_enable();
+    fn rkvm_smp_processor_id() -> i32;
+    fn rkvm_nr_cpu_ids() -> u32;
+    fn rkvm_cond_resched();
+    fn rkvm_task_size() -> usize;
+    fn rkvm_xgetbv0() -> u64;
+}
+
+/// Writes an MSR on this CPU. Only for MSRs rkvm knows exist (EFER,
+/// VM_HSAVE_PA): a #GP here would be a bug, and the kernel reports it.
+pub(crate) fn wrmsr(msr: u32, val: u64) {
+    // SAFETY: the callers write architectural MSRs that exist on every CPU
+    // with the feature they checked; the write has no memory-safety effect.
+    unsafe { rkvm_wrmsr(msr, val) };
+}
+
+/// The number of possible CPU ids (`nr_cpu_ids`).
+pub(crate) fn nr_cpu_ids() -> usize {
+    // SAFETY: reads a variable fixed at boot.
+    unsafe { rkvm_nr_cpu_ids() as usize }
+}
+
+/// Gives the scheduler a chance to run something else (may sleep).
+pub(crate) fn cond_resched() {
+    // SAFETY: called from process context without locks held (callers).
+    unsafe { rkvm_cond_resched() };
+}
+
+/// The end of the user address space (`TASK_SIZE_MAX`).
+pub(crate) fn task_size() -> u64 {
+    // SAFETY: reads a boot-time constant.
+    unsafe { rkvm_task_size() as u64 }
+}
+
+/// XCR0 of this CPU (the host's enabled XSAVE features).
+pub(crate) fn xgetbv0() -> u64 {
+    // SAFETY: XGETBV(0) is valid whenever CR4.OSXSAVE is set, which
+    // callers check through CPUID.1:ECX.OSXSAVE first.
+    unsafe { rkvm_xgetbv0() }
+}
+
+/// Preemption disabled while this lives: the current CPU cannot change.
+pub(crate) struct NoPreempt(());
+
+impl NoPreempt {
+    /// Disables preemption.
+    pub(crate) fn new() -> Self {
+        // SAFETY: balanced by `drop`.
+        unsafe { rkvm_preempt_disable() };
+        Self(())
+    }
+
+    /// The CPU this code runs on, stable while `self` lives.
+    pub(crate) fn cpu(&self) -> usize {
+        // SAFETY: preemption is disabled, so smp_processor_id() is valid.
+        unsafe { rkvm_smp_processor_id() as usize }
+    }
+}
+
+impl Drop for NoPreempt {
+    fn drop(&mut self) {
+        // SAFETY: balances `new`.
+        unsafe { rkvm_preempt_enable() };
+    }
+}
+
+/// Local interrupts disabled while this lives.
+pub(crate) struct NoIrq<'a>(core::marker::PhantomData<&'a NoPreempt>);
+
+impl<'a> NoIrq<'a> {
+    /// Disables local interrupts (within a preemption-off section).
+    pub(crate) fn new(p: &'a NoPreempt) -> Self {
+        // SAFETY: balanced by `drop`; rkvm never sleeps while it lives.
+        unsafe { rkvm_local_irq_disable() };
+        let _ = p;
+        Self(core::marker::PhantomData)
+    }
+}
+
+impl Drop for NoIrq<'_> {
+    fn drop(&mut self) {
+        // SAFETY: balances `new`; interrupts were on before (process
+        // context in an ioctl).
+        unsafe { rkvm_local_irq_enable() };
+    }
+}
+
+extern "C" {
+    fn rkvm_num_online_cpus() -> u32;
+    fn rkvm_kick_cpu(cpu: i32);
+    fn rkvm_read_dr7() -> usize;
+    fn rkvm_write_dr7(v: usize);
+}
+
+/// The number of online CPUs.
+pub(crate) fn num_online_cpus() -> usize {
+    // SAFETY: reads a counter.
+    unsafe { rkvm_num_online_cpus() as usize }
+}
+
+/// Interrupts `cpu` and waits until it has taken the interrupt (may sleep;
+/// interrupts must be on).
+pub(crate) fn kick_cpu(cpu: usize) {
+    // SAFETY: process context with interrupts on (callers: ioctls).
+    unsafe { rkvm_kick_cpu(cpu as i32) };
+}
+
+/// This CPU's DR7. #VMEXIT resets the host's DR7 to 0x400, so a live host
+/// breakpoint (ptrace, perf) must be put back after each exit.
+pub(crate) fn read_dr7() -> usize {
+    // SAFETY: reading DR7 in ring 0 has no side effects.
+    unsafe { rkvm_read_dr7() }
+}
+
+/// Writes this CPU's DR7 (the value read before VMRUN).
+pub(crate) fn write_dr7(v: usize) {
+    // SAFETY: restores the host's own earlier value.
+    unsafe { rkvm_write_dr7(v) };
+}
+
+/// The time-stamp counter.
+pub(crate) fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects and is allowed in ring 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }

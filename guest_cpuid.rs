@@ -1,0 +1,122 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! CPUID and special-register policy at the ioctl boundary: the
+//! `KVM_GET_SUPPORTED_CPUID` list, conversions to and from KVM's structs,
+//! and the `KVM_SET_SREGS` validity checks (rules in core/src/x86.rs).
+
+use crate::{
+    cpuid::{self, Entry, GuestCaps},
+    sys::{cpu, uaccess},
+    uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmSregs},
+    x86,
+};
+use kernel::prelude::*;
+
+/// KVM's struct to the core's.
+pub(crate) fn from_kvm(e: &KvmCpuidEntry2) -> Entry {
+    Entry {
+        function: e.function,
+        index: e.index,
+        flags: e.flags,
+        eax: e.eax,
+        ebx: e.ebx,
+        ecx: e.ecx,
+        edx: e.edx,
+    }
+}
+
+/// The core's struct to KVM's.
+pub(crate) fn to_kvm(e: &Entry) -> KvmCpuidEntry2 {
+    KvmCpuidEntry2 {
+        function: e.function,
+        index: e.index,
+        flags: e.flags,
+        eax: e.eax,
+        ebx: e.ebx,
+        ecx: e.ecx,
+        edx: e.edx,
+        padding: [0; 3],
+    }
+}
+
+/// What rkvm can give a guest on this host.
+pub(crate) fn supported() -> Result<KVec<Entry>> {
+    let mut v = KVec::with_capacity(cpuid::KVM_MAX_CPUID_ENTRIES, GFP_KERNEL)?;
+    for _ in 0..cpuid::KVM_MAX_CPUID_ENTRIES {
+        v.push(Entry::default(), GFP_KERNEL)?;
+    }
+    let host = |leaf, sub| {
+        let r = cpu::cpuid(leaf, sub);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    let n = cpuid::supported(host, &mut v).map_err(|_| E2BIG)?;
+    v.truncate(n);
+    Ok(v)
+}
+
+/// `KVM_GET_SUPPORTED_CPUID`: KVM's rules (E2BIG when `nent` is 0 or too
+/// small, `nent` clamped to 256, written back on success).
+pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
+    let hdr: KvmCpuid2Header = uaccess::read(arg)?;
+    if hdr.nent < 1 {
+        return Err(E2BIG);
+    }
+    let list = supported()?;
+    let room = (hdr.nent as usize).min(cpuid::KVM_MAX_CPUID_ENTRIES);
+    if list.len() > room {
+        return Err(E2BIG);
+    }
+    let mut out = KVec::with_capacity(list.len(), GFP_KERNEL)?;
+    for e in list.iter() {
+        out.push(to_kvm(e), GFP_KERNEL)?;
+    }
+    uaccess::write(
+        arg,
+        &KvmCpuid2Header {
+            nent: list.len() as u32,
+            padding: 0,
+        },
+    )?;
+    uaccess::write_array(arg + 8, &out)?;
+    Ok(0)
+}
+
+/// The guest's capabilities as KVM computes them: its CPUID table
+/// intersected with what the host supports.
+fn caps(guest: &[Entry], host: &[Entry]) -> (GuestCaps, GuestCaps) {
+    let h = GuestCaps::from_entries(host);
+    (GuestCaps::from_entries(guest).intersect(&h), h)
+}
+
+/// `KVM_SET_SREGS` validation: `EINVAL` exactly where KVM refuses.
+pub(crate) fn check_sregs(guest: &[Entry], s: &KvmSregs, apic_base_now: u64) -> Result {
+    let host = supported()?;
+    let (g, h) = caps(guest, &host);
+    let view = x86::SregsView {
+        efer: s.efer,
+        cr0: s.cr0,
+        cr3: s.cr3,
+        cr4: s.cr4,
+        cs_l: s.cs.l != 0,
+    };
+    let host_cr4 = !x86::cr4_reserved_bits(&h);
+    let efer_bits = x86::supported_efer_bits(&h, false);
+    if !x86::valid_sregs(&view, &g, host_cr4, efer_bits) {
+        return Err(EINVAL);
+    }
+    if !x86::valid_apic_base(s.apic_base, apic_base_now, &g) {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// What the guest's CPUID instruction returns.
+pub(crate) fn guest_cpuid(
+    guest: &[Entry],
+    leaf: u32,
+    sub: u32,
+    cr4: u64,
+    apic_base: u64,
+) -> [u32; 4] {
+    cpuid::emulate(guest, leaf, sub, &cpuid::Runtime { cr4, apic_base })
+}

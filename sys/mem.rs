@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Memory rkvm hands to the hardware: zeroed physically contiguous pages
+//! (VMCBs, permission maps, page tables) and pinned pages of the VMM's
+//! memory that back guest RAM.
+
+use core::{ffi::c_void, ptr::NonNull};
+use kernel::{bindings, prelude::*};
+
+extern "C" {
+    // `struct page` is passed as `void *`: bindgen's `page` is not FFI-safe.
+    fn rkvm_alloc_pages(order: u32) -> *mut c_void;
+    fn rkvm_free_pages(page: *mut c_void, order: u32);
+    fn rkvm_page_to_phys(page: *mut c_void) -> u64;
+    fn rkvm_page_address(page: *mut c_void) -> *mut c_void;
+    fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut c_void) -> i32;
+    fn rkvm_unpin_user_page(page: *mut c_void, dirty: bool);
+}
+
+/// Size of a page.
+pub(crate) const PAGE_SIZE: usize = 4096;
+
+/// 2^order zeroed, physically contiguous pages owned by rkvm.
+///
+/// # Invariants
+///
+/// `page` was returned by `rkvm_alloc_pages(order)` and is freed only in
+/// `drop`; `virt` is its direct-map address, valid for `4096 << order` bytes.
+pub(crate) struct Pages {
+    page: NonNull<bindings::page>,
+    virt: NonNull<u8>,
+    order: u32,
+}
+
+// SAFETY: the pages are owned memory; access goes through `&self`/`&mut self`.
+unsafe impl Send for Pages {}
+// SAFETY: shared access only reads through `&self` methods.
+unsafe impl Sync for Pages {}
+
+impl Pages {
+    /// Allocates 2^order zeroed pages.
+    pub(crate) fn new(order: u32) -> Result<Self> {
+        // SAFETY: plain allocation call.
+        let page = NonNull::new(unsafe { rkvm_alloc_pages(order) }.cast::<bindings::page>())
+            .ok_or(ENOMEM)?;
+        // SAFETY: `page` is a valid allocated page; lowmem on x86-64 is
+        // always in the direct map, so the address is non-null.
+        let virt = unsafe { rkvm_page_address(page.as_ptr().cast()) }.cast::<u8>();
+        // INVARIANT: page from rkvm_alloc_pages, virt its mapping.
+        Ok(Self {
+            page,
+            virt: NonNull::new(virt).ok_or(ENOMEM)?,
+            order,
+        })
+    }
+
+    /// The physical address of the first page.
+    pub(crate) fn phys(&self) -> u64 {
+        // SAFETY: `page` is valid by the type invariant.
+        unsafe { rkvm_page_to_phys(self.page.as_ptr().cast()) }
+    }
+
+    /// The size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        PAGE_SIZE << self.order
+    }
+
+    /// The raw `struct page` of page `i`, for mapping into userspace.
+    pub(crate) fn raw_page(&self, i: usize) -> *mut bindings::page {
+        assert!(i < 1 << self.order);
+        // SAFETY: within the allocation (struct pages of a high-order
+        // allocation are contiguous in the memmap on x86-64).
+        unsafe { self.page.as_ptr().add(i) }
+    }
+
+    /// The kernel address of the memory.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.virt.as_ptr()
+    }
+
+    /// The memory as 64-bit words (page tables, bitmaps).
+    pub(crate) fn as_u64s(&mut self) -> &mut [u64] {
+        // SAFETY: owned, aligned, zero-initialised memory of `len()` bytes.
+        unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr().cast(), self.len() / 8) }
+    }
+
+    /// The memory as bytes, writable.
+    pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_u64s`.
+        unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr(), self.len()) }
+    }
+}
+
+impl Drop for Pages {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant, allocated with this order.
+        unsafe { rkvm_free_pages(self.page.as_ptr().cast(), self.order) };
+    }
+}
+
+/// Marks a type that may live in a [`PageBox`]: all-zero is a valid value,
+/// it has no drop glue, and it fits in one page.
+///
+/// # Safety
+///
+/// Implement only for plain-data `repr(C)` types of at most 4096 bytes
+/// whose alignment is at most 4096 and for which all-zero bytes are valid.
+pub(crate) unsafe trait ZeroPage {}
+
+/// A zeroed page that holds a `T` (a VMCB, for example).
+pub(crate) struct PageBox<T: ZeroPage> {
+    pages: Pages,
+    _t: core::marker::PhantomData<T>,
+}
+
+impl<T: ZeroPage> PageBox<T> {
+    /// Allocates a zeroed page for a `T`.
+    pub(crate) fn new() -> Result<Self> {
+        const { assert!(core::mem::size_of::<T>() <= PAGE_SIZE) };
+        Ok(Self {
+            pages: Pages::new(0)?,
+            _t: core::marker::PhantomData,
+        })
+    }
+
+    /// The physical address of the `T`.
+    pub(crate) fn phys(&self) -> u64 {
+        self.pages.phys()
+    }
+}
+
+impl<T: ZeroPage> core::ops::Deref for PageBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: page-aligned, zero-initialised, and `T: ZeroPage` makes
+        // that a valid `T` of at most one page.
+        unsafe { &*self.pages.as_ptr().cast::<T>() }
+    }
+}
+
+impl<T: ZeroPage> core::ops::DerefMut for PageBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, and `&mut self` is exclusive.
+        unsafe { &mut *self.pages.as_ptr().cast::<T>() }
+    }
+}
+
+/// One page of the VMM's memory, pinned (FOLL_LONGTERM) while it backs a
+/// guest mapping.
+///
+/// # Invariants
+///
+/// `page` holds one pin taken by `rkvm_pin_user_page`, released in `drop`.
+pub(crate) struct PinnedPage {
+    page: NonNull<bindings::page>,
+    writable: bool,
+}
+
+// SAFETY: a pin is a reference count; it may be dropped on any thread.
+unsafe impl Send for PinnedPage {}
+// SAFETY: no interior mutability.
+unsafe impl Sync for PinnedPage {}
+
+impl PinnedPage {
+    /// Pins the page at `addr` in the current process (for writing if
+    /// `write`). `EFAULT` if it is not mapped with that access.
+    pub(crate) fn pin(addr: u64, write: bool) -> Result<Self> {
+        let mut page: *mut c_void = core::ptr::null_mut();
+        // SAFETY: `page` is a valid out-pointer; the helper checks `addr`.
+        let r = unsafe { rkvm_pin_user_page(addr as usize, write, &mut page) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        Ok(Self {
+            page: NonNull::new(page.cast::<bindings::page>()).ok_or(EFAULT)?,
+            writable: write,
+        })
+    }
+
+    /// The physical address of the page.
+    pub(crate) fn phys(&self) -> u64 {
+        // SAFETY: pinned, so valid.
+        unsafe { rkvm_page_to_phys(self.page.as_ptr().cast()) }
+    }
+
+    /// Whether the pin allows guest writes.
+    pub(crate) fn writable(&self) -> bool {
+        self.writable
+    }
+}
+
+impl Drop for PinnedPage {
+    fn drop(&mut self) {
+        // SAFETY: releases the pin taken in `pin`; a writable page may have
+        // been written by the guest, so it is marked dirty.
+        unsafe { rkvm_unpin_user_page(self.page.as_ptr().cast(), self.writable) };
+    }
+}
+
+impl Pages {
+    /// Copies `out.len()` bytes at `offset` out of memory that userspace
+    /// also maps (the kvm_run and PIO pages): volatile, as userspace may
+    /// write concurrently.
+    pub(crate) fn read_shared(&self, offset: usize, out: &mut [u8]) {
+        assert!(offset + out.len() <= self.len());
+        for (i, b) in out.iter_mut().enumerate() {
+            // SAFETY: in bounds (asserted); a byte read of owned memory.
+            *b = unsafe { core::ptr::read_volatile(self.virt.as_ptr().add(offset + i)) };
+        }
+    }
+
+    /// Copies `data` into memory that userspace also maps, at `offset`.
+    pub(crate) fn write_shared(&self, offset: usize, data: &[u8]) {
+        assert!(offset + data.len() <= self.len());
+        for (i, b) in data.iter().enumerate() {
+            // SAFETY: in bounds (asserted); a byte write of owned memory
+            // that only userspace and this vCPU's ioctl touch.
+            unsafe { core::ptr::write_volatile(self.virt.as_ptr().add(offset + i), *b) };
+        }
+    }
+}

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Copying KVM's UAPI structs to and from userspace.
+
+use crate::uapi::{
+    KvmCpuid2Header, KvmCpuidEntry2, KvmDtable, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun,
+    KvmSegment, KvmSregs, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
+};
+use kernel::{
+    prelude::*,
+    transmute::{AsBytes, FromBytes},
+    uaccess::{UserPtr, UserSlice},
+};
+
+macro_rules! plain_data {
+    ($($t:ty),* $(,)?) => { $(
+        // SAFETY: repr(C) structs of integers and integer arrays whose
+        // layout (no padding holes) is asserted in core/src/uapi.rs.
+        unsafe impl FromBytes for $t {}
+        // SAFETY: as above.
+        unsafe impl AsBytes for $t {}
+    )* };
+}
+
+plain_data!(
+    KvmRegs,
+    KvmSegment,
+    KvmDtable,
+    KvmSregs,
+    KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2,
+    KvmCpuidEntry2,
+    KvmCpuid2Header,
+    KvmMsrEntry,
+    KvmMsrsHeader,
+    KvmRun,
+);
+
+/// Reads a `T` from user address `arg` (`EFAULT` if unreadable).
+pub(crate) fn read<T: FromBytes>(arg: usize) -> Result<T> {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .reader()
+        .read::<T>()
+}
+
+/// Writes `val` to user address `arg` (`EFAULT` if unwritable).
+pub(crate) fn write<T: AsBytes>(arg: usize, val: &T) -> Result {
+    UserSlice::new(UserPtr::from_addr(arg), core::mem::size_of::<T>())
+        .writer()
+        .write(val)
+}
+
+/// Reads `n` `T`s from user address `arg` into a new vector.
+pub(crate) fn read_array<T: FromBytes + Clone>(arg: usize, n: usize) -> Result<KVec<T>> {
+    let size = n.checked_mul(core::mem::size_of::<T>()).ok_or(E2BIG)?;
+    let mut r = UserSlice::new(UserPtr::from_addr(arg), size).reader();
+    let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
+    for _ in 0..n {
+        v.push(r.read::<T>()?, GFP_KERNEL)?;
+    }
+    Ok(v)
+}
+
+/// Writes `vals` to user address `arg`.
+pub(crate) fn write_array<T: AsBytes>(arg: usize, vals: &[T]) -> Result {
+    let size = core::mem::size_of_val(vals);
+    let mut w = UserSlice::new(UserPtr::from_addr(arg), size).writer();
+    for v in vals {
+        w.write(v)?;
+    }
+    Ok(())
+}
