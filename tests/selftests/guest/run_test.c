@@ -574,4 +574,131 @@ TEST(long_mode_guest_1000_io_exits)
 	vm_destroy(&vm);
 }
 
+/* --- interrupts and exceptions delivered to the guest --- */
+
+#define HANDLER_GPA (CODE_GPA + 0x800)
+
+GUEST_CODE(rm_int_main, 16,
+	"mov al, 5\n"
+	"int 0x10\n"
+	"mov al, 6\n"
+	"out 0x11, al\n"
+	"hlt\n");
+
+GUEST_CODE(rm_int_handler, 16,
+	"out 0x10, al\n"
+	"iret\n");
+
+TEST_F(rm, software_interrupt_goes_through_the_ivt)
+{
+	uint16_t vec[2] = { HANDLER_GPA, 0 };	/* offset, segment */
+
+	memcpy(self->vm.mem + 0x10 * 4, vec, sizeof(vec));
+	vm_load_code(&self->vm, rm_int_main);
+	vm_load(&self->vm, HANDLER_GPA, rm_int_handler, rm_int_handler_end);
+	EXPECT_EQ(5, run_to_out(&self->vcpu, 1, 0x10));
+	EXPECT_EQ(6, run_to_out(&self->vcpu, 1, 0x11));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+FIXTURE(lm) {
+	struct vm vm;
+	struct vcpu vcpu;
+};
+
+FIXTURE_SETUP(lm)
+{
+	vm_create(_metadata, &self->vm);
+	vcpu_create(_metadata, &self->vm, 0, &self->vcpu);
+	vcpu_setup_long(_metadata, &self->vm, &self->vcpu);
+}
+
+FIXTURE_TEARDOWN(lm)
+{
+	vcpu_destroy(&self->vm, &self->vcpu);
+	vm_destroy(&self->vm);
+}
+
+GUEST_CODE(lm_ud2, 64,
+	"ud2\n"
+	"hlt\n");
+
+GUEST_CODE(lm_ud_handler, 64,
+	"mov al, 6\n"
+	"out 0x10, al\n"
+	"mov rax, qword ptr [rsp]\n"	/* the faulting RIP */
+	"out 0x11, eax\n"
+	"hlt\n");
+
+TEST_F(lm, invalid_opcode_is_delivered_through_the_idt)
+{
+	vm_set_idt_gate64(&self->vm, 6, HANDLER_GPA);
+	vm_load_code(&self->vm, lm_ud2);
+	vm_load(&self->vm, HANDLER_GPA, lm_ud_handler, lm_ud_handler_end);
+	EXPECT_EQ(6, run_to_out(&self->vcpu, 1, 0x10));
+	EXPECT_EQ(CODE_GPA, run_to_out(&self->vcpu, 4, 0x11));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+GUEST_CODE(lm_pf, 64,
+	"mov rbx, 0x400000000000\n"	/* PML4 entry 128: not present */
+	"mov dword ptr [rbx + 0x10], 1\n"
+	"hlt\n");
+
+GUEST_CODE(lm_pf_handler, 64,
+	"mov rax, cr2\n"
+	"out 0x10, eax\n"
+	"shr rax, 32\n"
+	"out 0x11, eax\n"
+	"mov rax, qword ptr [rsp]\n"	/* error code */
+	"out 0x12, eax\n"
+	"mov rax, qword ptr [rsp + 8]\n"	/* the faulting RIP */
+	"out 0x13, eax\n"
+	"hlt\n");
+
+TEST_F(lm, page_fault_is_delivered_with_cr2_and_error_code)
+{
+	vm_set_idt_gate64(&self->vm, 14, HANDLER_GPA);
+	vm_load_code(&self->vm, lm_pf);
+	vm_load(&self->vm, HANDLER_GPA, lm_pf_handler, lm_pf_handler_end);
+	EXPECT_EQ(0x10, run_to_out(&self->vcpu, 4, 0x10));
+	EXPECT_EQ(0x4000, run_to_out(&self->vcpu, 4, 0x11));
+	EXPECT_EQ(0x2, run_to_out(&self->vcpu, 4, 0x12));	/* write, not present */
+	EXPECT_EQ(CODE_GPA + 10, run_to_out(&self->vcpu, 4, 0x13));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+GUEST_CODE(lm_int80, 64,
+	"mov al, 1\n"
+	"int 0x80\n"
+	"mov al, 2\n"
+	"out 0x11, al\n"
+	"hlt\n");
+
+GUEST_CODE(lm_int80_handler, 64,
+	"out 0x10, al\n"
+	"iretq\n");
+
+TEST_F(lm, software_interrupt_and_iretq)
+{
+	vm_set_idt_gate64(&self->vm, 0x80, HANDLER_GPA);
+	vm_load_code(&self->vm, lm_int80);
+	vm_load(&self->vm, HANDLER_GPA, lm_int80_handler, lm_int80_handler_end);
+	EXPECT_EQ(1, run_to_out(&self->vcpu, 1, 0x10));
+	EXPECT_EQ(2, run_to_out(&self->vcpu, 1, 0x11));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+GUEST_CODE(lm_no_idt_pf, 64,
+	"mov rbx, 0x400000000000\n"
+	"mov eax, dword ptr [rbx]\n"
+	"hlt\n");
+
+TEST_F(lm, page_fault_without_handler_is_shutdown)
+{
+	/* No gate for #PF: #NP -> #DF -> triple fault. */
+	vm_load_code(&self->vm, lm_no_idt_pf);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_SHUTDOWN);
+}
+
 TEST_HARNESS_MAIN

@@ -11,6 +11,7 @@
  *
  *   0x01000  GDT (null, code32 0x08, data 0x10, code64 0x18, TSS 0x20)
  *   0x03000  TSS
+ *   0x04000  IDT (IDT_GPA; long mode: 256 16-byte gates, none present)
  *   0x07000  real-mode stack top
  *   0x08000  guest code (CODE_GPA)
  *   0x10000  page tables
@@ -38,6 +39,7 @@
 #define VM_MEM_SIZE	0x200000UL
 #define GDT_GPA		0x1000UL
 #define TSS_GPA		0x3000UL
+#define IDT_GPA		0x4000UL
 #define RM_STACK_TOP	0x7000UL
 #define CODE_GPA	0x8000UL
 #define PT_GPA		0x10000UL
@@ -423,8 +425,21 @@ static inline void vcpu_setup_long(struct __test_metadata *_metadata,
 	sregs.cr3 = PT_GPA;
 	sregs.cr4 = X86_CR4_PAE;
 	sregs.efer = EFER_LME | EFER_LMA;
+	sregs.idt.base = IDT_GPA;
+	sregs.idt.limit = 256 * 16 - 1;
+	memset(vm->mem + IDT_GPA, 0, 256 * 16);
 	vcpu_set_sregs(_metadata, vcpu, &sregs);
 	setup_regs_at_code(_metadata, vcpu);
+}
+
+/* A present 64-bit interrupt gate (DPL 0, no IST) for @vector at IDT_GPA. */
+static inline void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t rip)
+{
+	uint64_t *g = (uint64_t *)(vm->mem + IDT_GPA + vector * 16);
+
+	g[0] = (rip & 0xffff) | (uint64_t)SEL_CODE64 << 16 |
+	       0x8eULL << 40 | (rip >> 16 & 0xffff) << 48;
+	g[1] = rip >> 32;
 }
 
 /* KVM_RUN, which must succeed. */
