@@ -224,6 +224,69 @@ TEST_F(rm, rep_insw_stores_userspace_data)
 	EXPECT_EQ(0x606ULL, regs.rdi & 0xffff);
 }
 
+/*
+ * Where RIP is while userspace handles a port IO exit (KVM: on the IN/OUT,
+ * advanced by the next KVM_RUN), and what KVM_SET_REGS during the exit does.
+ */
+GUEST_CODE(rm_out_at, 16,
+	"nop\n"
+	"out 0x10, al\n"
+	"hlt\n");
+
+TEST_F(rm, rip_points_at_out_during_its_exit)
+{
+	struct kvm_regs regs;
+
+	vm_load_code(&self->vm, rm_out_at);
+	run_to_out(&self->vcpu, 1, 0x10);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + 1, regs.rip);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + 4, regs.rip);
+}
+
+GUEST_CODE(rm_out_7e, 16,
+	"nop\n"
+	"out 0x7e, al\n"
+	"hlt\n");
+
+TEST_F(rm, out_to_port_0x7e_advances_rip_before_its_exit)
+{
+	struct kvm_regs regs;
+
+	/* KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default. */
+	vm_load_code(&self->vm, rm_out_7e);
+	run_to_out(&self->vcpu, 1, 0x7e);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + 3, regs.rip);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + 4, regs.rip);
+}
+
+GUEST_CODE(rm_in_elsewhere, 16,
+	"mov ax, 0x1111\n"
+	"in al, 0x60\n"
+	"hlt\n"
+	"hlt\n");
+
+TEST_F(rm, set_regs_moving_rip_during_in_exit_drops_the_in)
+{
+	struct kvm_regs regs;
+
+	vm_load_code(&self->vm, rm_in_elsewhere);
+	ASSERT_IO(&self->vcpu, KVM_EXIT_IO_IN, 1, 0x60, 1);
+	*(uint8_t *)io_data(&self->vcpu) = 0x22;
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	regs.rip = CODE_GPA + 6;	/* the second hlt */
+	vcpu_set_regs(_metadata, &self->vcpu, &regs);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + 7, regs.rip);
+	EXPECT_EQ(0x1111ULL, regs.rax & 0xffff);
+}
+
 GUEST_CODE(rm_hlt, 16,
 	"hlt\n");
 
