@@ -18,7 +18,8 @@ TEST_CFLAGS = -static -O2 -Wall -Werror -D_GNU_SOURCE \
 	-isystem $(KDIR_RESOLVED)/usr-headers/include \
 	-I $(if $(KDIR),$(KDIR),$(KSRC))/tools/testing/selftests -I $(TOP)/tests/selftests
 
-TESTS := $(patsubst tests/selftests/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/*_test.c))
+TESTS := $(patsubst tests/selftests/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/*_test.c)) \
+	$(patsubst tests/selftests/guest/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/guest/*_test.c))
 TOOLS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(wildcard tools/*.c))
 RUST_SRC := $(shell find . -path ./core -prune -o -path ./build -prune -o -name '*.rs' -print)
 
@@ -56,6 +57,9 @@ $(BUILD)/tests/% $(BUILD)/tools/%: | kernel
 $(BUILD)/tests/%: tests/selftests/%.c tests/selftests/rkvm_test.h
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
+$(BUILD)/tests/%: tests/selftests/guest/%.c tests/selftests/guest/vm_lib.h tests/selftests/rkvm_test.h
+	@mkdir -p $(@D)
+	gcc $(TEST_CFLAGS) -I $(TOP)/tests/selftests/guest -o $@ $< -lpthread
 $(BUILD)/tools/%: tools/%.c
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<

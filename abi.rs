@@ -4,7 +4,7 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmMsrsHeader, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion,
+    KvmCpuid2Header, KvmDirtyLog, KvmMsrsHeader, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion,
     KvmUserspaceMemoryRegion2,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
@@ -24,6 +24,7 @@ pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 
 
 // VM ioctls.
 pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
+pub(crate) const KVM_GET_DIRTY_LOG: u32 = _IOW::<KvmDirtyLog>(KVMIO, 0x42);
 pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 = _IOW::<KvmUserspaceMemoryRegion>(KVMIO, 0x46);
 pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);

@@ -65,13 +65,14 @@ impl Table {
         }
     }
 
-    /// Clears the leaf entry for `gpa`, if there is one.
-    fn unmap(&mut self, level: u32, gpa: u64) {
+    /// Changes the leaf entry for `gpa` with `f`, if the tables reach it.
+    fn update(&mut self, level: u32, gpa: u64, f: impl FnOnce(u64) -> u64) {
         let i = Self::index(level, gpa);
         if level == 0 {
-            self.page.as_u64s()[i] = 0;
+            let e = &mut self.page.as_u64s()[i];
+            *e = f(*e);
         } else if let Some(t) = &mut self.children[i] {
-            t.unmap(level - 1, gpa);
+            t.update(level - 1, gpa, f);
         }
     }
 }
@@ -80,8 +81,9 @@ impl Table {
 pub(crate) struct Mmu {
     levels: u32,
     root: Table,
-    /// Pinned VMM pages by guest frame number.
-    pinned: RBTree<u64, PinnedPage>,
+    /// Pinned VMM pages by guest frame number, and whether the nested
+    /// entry currently allows writes.
+    pinned: RBTree<u64, (PinnedPage, bool)>,
 }
 
 impl Mmu {
@@ -102,19 +104,54 @@ impl Mmu {
 
     /// Whether `gfn` is mapped writable (`Some(true)`), read-only, or not.
     pub(crate) fn mapped(&self, gfn: u64) -> Option<bool> {
-        self.pinned.get(&gfn).map(|p| p.writable())
+        self.pinned.get(&gfn).map(|p| p.1)
     }
 
-    /// Maps guest frame `gfn` to the pinned page `page`, replacing any
-    /// previous mapping of that frame.
-    pub(crate) fn map(&mut self, gfn: u64, page: PinnedPage) -> Result {
-        let leaf =
-            (page.phys() & PTE_ADDR) | PTE_P | PTE_US | if page.writable() { PTE_RW } else { 0 };
+    /// Maps guest frame `gfn` (not mapped yet) to the pinned page `page`,
+    /// writable if `writable` (which needs a writable pin).
+    pub(crate) fn map(&mut self, gfn: u64, page: PinnedPage, writable: bool) -> Result {
+        let writable = writable && page.writable();
+        let leaf = (page.phys() & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
         self.root.map(self.levels - 1, gfn << 12, leaf)?;
-        // The old pin (if any) drops here, after its entry was replaced;
-        // callers flush the guest TLB before the page can be reused.
-        self.pinned.try_create_and_insert(gfn, page, GFP_KERNEL)?;
+        self.pinned
+            .try_create_and_insert(gfn, (page, writable), GFP_KERNEL)?;
         Ok(())
+    }
+
+    /// Lets the guest write a mapped frame (dirty logging saw the write).
+    /// `false` if the frame is not mapped or its pin is read-only.
+    pub(crate) fn make_writable(&mut self, gfn: u64) -> bool {
+        let Some(p) = self.pinned.get_mut(&gfn) else {
+            return false;
+        };
+        if !p.0.writable() {
+            return false;
+        }
+        p.1 = true;
+        self.root.update(self.levels - 1, gfn << 12, |e| e | PTE_RW);
+        true
+    }
+
+    /// Makes the frames `base_gfn + i` for each set bit `i` of `mask`
+    /// read-only, so the next write to each faults and is logged. Returns
+    /// whether any entry changed (then the guest TLB must be flushed).
+    pub(crate) fn write_protect(&mut self, base_gfn: u64, mask: u64) -> bool {
+        let mut changed = false;
+        for i in 0..64 {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            let gfn = base_gfn + i;
+            if let Some(p) = self.pinned.get_mut(&gfn) {
+                if p.1 {
+                    p.1 = false;
+                    self.root
+                        .update(self.levels - 1, gfn << 12, |e| e & !PTE_RW);
+                    changed = true;
+                }
+            }
+        }
+        changed
     }
 
     /// Unmaps `npages` frames from `base_gfn` and returns their pins, which
@@ -129,8 +166,8 @@ impl Mmu {
                 .map(|c| *c.current().0)
                 .filter(|&g| g < end);
             let Some(gfn) = next else { break };
-            self.root.unmap(self.levels - 1, gfn << 12);
-            if let Some(p) = self.pinned.remove(&gfn) {
+            self.root.update(self.levels - 1, gfn << 12, |_| 0);
+            if let Some((p, _)) = self.pinned.remove(&gfn) {
                 gone.push(p, GFP_KERNEL)?;
             }
         }

@@ -12,7 +12,7 @@ use crate::{
         file::{self, AnonFile},
         uaccess,
     },
-    uapi::{KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    uapi::{KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
     vcpu::{Vcpu, VcpuFile},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +20,7 @@ use kernel::{
     mm::Mm,
     new_mutex,
     prelude::*,
+    rbtree::RBTree,
     sync::{aref::ARef, Arc, ArcBorrow, Mutex},
     uaccess::{UserPtr, UserSlice},
 };
@@ -32,7 +33,7 @@ use kernel::{
 pub(crate) struct Vm {
     mm: ARef<Mm>,
     #[pin]
-    slots: Mutex<KVec<Slot>>,
+    slots: Mutex<SlotTable>,
     #[pin]
     mmu: Mutex<Mmu>,
     #[pin]
@@ -59,7 +60,10 @@ impl Vm {
         Arc::pin_init(
             pin_init!(Self {
                 mm,
-                slots <- new_mutex!(KVec::new()),
+                slots <- new_mutex!(SlotTable {
+                    list: KVec::new(),
+                    dirty: RBTree::new(),
+                }),
                 mmu <- new_mutex!(mmu),
                 vcpus <- new_mutex!(KVec::new()),
                 tlb_gen: AtomicU64::new(0),
@@ -109,42 +113,102 @@ impl Vm {
     }
 
     fn set_memory_region(&self, req: memslot::Request) -> Result<isize> {
-        let mut slots = self.slots.lock();
-        let change = memslot::plan(&slots, &req, cpu::task_size()).map_err(|e| match e {
+        let mut t = self.slots.lock();
+        let change = memslot::plan(&t.list, &req, cpu::task_size()).map_err(|e| match e {
             SlotError::Inval => EINVAL,
             SlotError::Exist => EEXIST,
         })?;
         match change {
             Change::Unchanged => {}
-            Change::Create(s) => slots.push(s, GFP_KERNEL)?,
+            Change::Create(s) => {
+                t.list.push(s, GFP_KERNEL)?;
+                if s.logs_dirty() {
+                    t.start_logging(&s)?;
+                }
+            }
             Change::Delete(old) => {
                 self.zap(&old)?;
-                slots.retain(|s| s.id != old.id);
+                t.list.retain(|s| s.id != old.id);
+                t.dirty.remove(&old.id);
             }
             Change::Move { old, new } | Change::FlagsOnly { old, new } => {
                 if old.base_gfn != new.base_gfn {
                     self.zap(&old)?;
                 }
-                if let Some(s) = slots.iter_mut().find(|s| s.id == new.id) {
+                if let Some(s) = t.list.iter_mut().find(|s| s.id == new.id) {
                     *s = new;
+                }
+                t.dirty.remove(&old.id);
+                if new.logs_dirty() {
+                    t.start_logging(&new)?;
+                    // Writes to pages mapped before logging began must
+                    // fault from now on.
+                    let mut mmu = self.mmu.lock();
+                    let mut changed = false;
+                    for w in 0..new.bitmap_words() as u64 {
+                        changed |= mmu.write_protect(new.base_gfn + w * 64, u64::MAX);
+                    }
+                    drop(mmu);
+                    if changed {
+                        self.flush_tlbs();
+                    }
                 }
             }
         }
         Ok(0)
     }
 
-    /// Removes a slot's pages from the nested page table, makes every vCPU
-    /// drop them from its TLB, and only then unpins them.
-    fn zap(&self, slot: &Slot) -> Result {
-        let pins = self.mmu.lock().unmap_range(slot.base_gfn, slot.npages)?;
-        if pins.is_empty() {
-            return Ok(());
+    /// `KVM_GET_DIRTY_LOG`: hands out and clears a slot's dirty bitmap and
+    /// write-protects the pages it names, so new writes are caught.
+    fn get_dirty_log(&self, arg: usize) -> Result<isize> {
+        let log: KvmDirtyLog = uaccess::read(arg)?;
+        let (as_id, id) = (log.slot >> 16, log.slot & 0xffff);
+        if as_id != 0 || id >= memslot::USER_MEM_SLOTS {
+            return Err(EINVAL);
         }
+        let mut t = self.slots.lock();
+        let Some(slot) = t.list.iter().find(|s| s.id == id).copied() else {
+            return Err(ENOENT);
+        };
+        let Some(bits) = t.dirty.get_mut(&id) else {
+            return Err(ENOENT);
+        };
+        let mut snapshot = KVec::with_capacity(bits.len(), GFP_KERNEL)?;
+        let mut mmu = self.mmu.lock();
+        let mut changed = false;
+        for (w, word) in bits.iter_mut().enumerate() {
+            let mask = core::mem::take(word);
+            snapshot.push(mask, GFP_KERNEL)?;
+            if mask != 0 {
+                changed |= mmu.write_protect(slot.base_gfn + w as u64 * 64, mask);
+            }
+        }
+        drop(mmu);
+        drop(t);
+        if changed {
+            self.flush_tlbs();
+        }
+        uaccess::write_array(log.dirty_bitmap as usize, &snapshot)?;
+        Ok(0)
+    }
+
+    /// Makes every vCPU drop the guest translations it may have cached:
+    /// bump the generation, then kick the CPUs running a vCPU of this VM.
+    fn flush_tlbs(&self) {
         self.tlb_gen.fetch_add(1, Ordering::SeqCst);
         for v in self.vcpus.lock().iter() {
             if let Ok(c) = usize::try_from(v.running.load(Ordering::SeqCst)) {
                 cpu::kick_cpu(c);
             }
+        }
+    }
+
+    /// Removes a slot's pages from the nested page table, makes every vCPU
+    /// drop them from its TLB, and only then unpins them.
+    fn zap(&self, slot: &Slot) -> Result {
+        let pins = self.mmu.lock().unmap_range(slot.base_gfn, slot.npages)?;
+        if !pins.is_empty() {
+            self.flush_tlbs();
         }
         drop(pins);
         Ok(())
@@ -152,7 +216,7 @@ impl Vm {
 
     /// The slot holding guest frame `gfn`.
     pub(crate) fn slot_of(&self, gfn: u64) -> Option<Slot> {
-        memslot::find(&self.slots.lock(), gfn).copied()
+        memslot::find(&self.slots.lock().list, gfn).copied()
     }
 
     /// Handles a nested page fault at `gpa`: maps the page if a slot backs
@@ -162,23 +226,37 @@ impl Vm {
         let gfn = gpa >> 12;
         // Holding the slots lock keeps the slot from changing under the new
         // mapping; pinning may sleep, which a mutex allows.
-        let slots = self.slots.lock();
-        let Some(slot) = memslot::find(&slots, gfn).copied() else {
+        let mut t = self.slots.lock();
+        let Some(slot) = memslot::find(&t.list, gfn).copied() else {
             return Ok(false);
         };
         if write && slot.readonly() {
             return Ok(false);
         }
-        if self.mmu.lock().mapped(gfn).is_some() {
-            // Another vCPU mapped it meanwhile.
-            return Ok(true);
+        let logging = t.dirty.get(&slot.id).is_some();
+        match self.mmu.lock().mapped(gfn) {
+            // Mapped meanwhile by another vCPU.
+            Some(true) => return Ok(true),
+            Some(false) if !write => return Ok(true),
+            // A write to a page dirty logging write-protected.
+            Some(false) => {
+                t.mark_dirty(&slot, gfn);
+                self.mmu.lock().make_writable(gfn);
+                return Ok(true);
+            }
+            None => {}
         }
         let page = crate::sys::mem::PinnedPage::pin(slot.hva(gfn), !slot.readonly())?;
+        // While logging, map read-only until the first write, which faults
+        // again and is recorded.
+        let writable = !logging || write;
+        if logging && write {
+            t.mark_dirty(&slot, gfn);
+        }
         let mut mmu = self.mmu.lock();
         if mmu.mapped(gfn).is_none() {
-            mmu.map(gfn, page)?;
+            mmu.map(gfn, page, writable)?;
         }
-        drop(slots);
         Ok(true)
     }
 
@@ -219,10 +297,39 @@ impl Vm {
             UserSlice::new(UserPtr::from_addr(hva as usize), n)
                 .writer()
                 .write_slice(&buf[done..done + n])?;
+            // Writes rkvm makes for the guest (emulation, string IN) are
+            // guest writes for dirty logging too.
+            self.slots.lock().mark_dirty(&slot, gpa >> 12);
             done += n;
             gpa += n as u64;
         }
         Ok(true)
+    }
+}
+
+/// The memory slots and the dirty bitmaps of those that log writes.
+struct SlotTable {
+    list: KVec<Slot>,
+    /// Dirty bitmap (one bit per page) by slot id.
+    dirty: RBTree<u32, KVec<u64>>,
+}
+
+impl SlotTable {
+    fn start_logging(&mut self, slot: &Slot) -> Result {
+        let mut bits = KVec::with_capacity(slot.bitmap_words(), GFP_KERNEL)?;
+        bits.resize(slot.bitmap_words(), 0, GFP_KERNEL)?;
+        self.dirty
+            .try_create_and_insert(slot.id, bits, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    fn mark_dirty(&mut self, slot: &Slot, gfn: u64) {
+        if let Some(bits) = self.dirty.get_mut(&slot.id) {
+            let i = gfn - slot.base_gfn;
+            if let Some(w) = bits.get_mut((i / 64) as usize) {
+                *w |= 1 << (i % 64);
+            }
+        }
     }
 }
 
@@ -253,6 +360,7 @@ impl AnonFile for Vm {
         match cmd {
             abi::KVM_CHECK_EXTENSION => Ok(abi::check_extension(arg)),
             abi::KVM_CREATE_VCPU => Self::create_vcpu(this, arg),
+            abi::KVM_GET_DIRTY_LOG => this.get_dirty_log(arg),
             abi::KVM_SET_USER_MEMORY_REGION => {
                 let r: KvmUserspaceMemoryRegion = uaccess::read(arg)?;
                 // The v1 ioctl accepts only the flags the v1 struct can carry.

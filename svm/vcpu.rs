@@ -48,6 +48,7 @@ const UD_VECTOR: u8 = 6;
 /// EVENTINJ: valid, type exception, error code valid.
 const EVTINJ_VALID: u32 = 1 << 31;
 const EVTINJ_TYPE_EXEPT: u32 = 3 << 8;
+const EVTINJ_TYPE_SOFT: u32 = 4 << 8;
 const EVTINJ_VALID_ERR: u32 = 1 << 11;
 
 /// MSRs the guest reads and writes directly: they are in the VMCB and
@@ -277,8 +278,16 @@ impl SvmVcpu {
         // the IDT was read, say) is reported in EXITINTINFO and must be
         // injected again; anything injected before was delivered.
         let c = &mut self.vmcb.control;
-        if c.exit_int_info & EVTINJ_VALID != 0 {
-            c.event_inj = c.exit_int_info;
+        let eii = c.exit_int_info;
+        let ty = eii & (7 << 8);
+        let vector = eii & 0xff;
+        // INTn, INT3 and INTO are not re-injected: RIP still points at the
+        // instruction, so the guest simply executes it again (as KVM does
+        // without NRIP save).
+        let soft =
+            ty == EVTINJ_TYPE_SOFT || (ty == EVTINJ_TYPE_EXEPT && (vector == 3 || vector == 4));
+        if eii & EVTINJ_VALID != 0 && !soft {
+            c.event_inj = eii;
             c.event_inj_err = c.exit_int_info_err;
         } else {
             c.event_inj = 0;

@@ -3,8 +3,8 @@
 //! Copying KVM's UAPI structs to and from userspace.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmCpuidEntry2, KvmDtable, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun,
-    KvmSegment, KvmSregs, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
+    KvmCpuid2Header, KvmCpuidEntry2, KvmDirtyLog, KvmDtable, KvmMsrEntry, KvmMsrsHeader, KvmRegs,
+    KvmRun, KvmSegment, KvmSregs, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
 };
 use kernel::{
     prelude::*,
@@ -31,6 +31,7 @@ plain_data!(
     KvmUserspaceMemoryRegion2,
     KvmCpuidEntry2,
     KvmCpuid2Header,
+    KvmDirtyLog,
     KvmMsrEntry,
     KvmMsrsHeader,
     KvmRun,

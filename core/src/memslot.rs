@@ -55,6 +55,16 @@ impl Slot {
         self.userspace_addr + ((gfn - self.base_gfn) << PAGE_SHIFT)
     }
 
+    /// Whether writes are logged for `KVM_GET_DIRTY_LOG`.
+    pub fn logs_dirty(&self) -> bool {
+        self.flags & KVM_MEM_LOG_DIRTY_PAGES != 0
+    }
+
+    /// The size of the slot's dirty bitmap in 64-bit words.
+    pub fn bitmap_words(&self) -> usize {
+        self.npages.div_ceil(64) as usize
+    }
+
     /// Whether guest writes must exit to userspace as MMIO.
     pub fn readonly(&self) -> bool {
         self.flags & KVM_MEM_READONLY != 0
@@ -105,9 +115,9 @@ pub enum Change {
     Unchanged,
 }
 
-/// The flags rkvm accepts. `KVM_MEM_LOG_DIRTY_PAGES` and
-/// `KVM_MEM_GUEST_MEMFD` are not implemented, so they are refused.
-pub const SUPPORTED_FLAGS: u32 = KVM_MEM_READONLY;
+/// The flags rkvm accepts. `KVM_MEM_GUEST_MEMFD` (private memory) is not
+/// implemented, so it is refused.
+pub const SUPPORTED_FLAGS: u32 = KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES;
 
 /// Decides what `req` does to `slots`, with KVM's checks in KVM's order.
 /// `user_limit` is the end of the VMM's user address space (`access_ok`).
@@ -315,6 +325,17 @@ mod tests {
             Ok(Change::Delete(_))
         ));
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn toggling_dirty_logging_is_a_flags_only_change() {
+        let mut s = Vec::new();
+        apply(&mut s, &req(0, 0, 0x1000, 0x1000)).unwrap();
+        let mut r = req(0, 0, 0x1000, 0x1000);
+        r.flags = KVM_MEM_LOG_DIRTY_PAGES;
+        assert!(matches!(apply(&mut s, &r), Ok(Change::FlagsOnly { .. })));
+        assert!(s[0].logs_dirty());
+        assert_eq!(s[0].bitmap_words(), 1);
     }
 
     #[test]

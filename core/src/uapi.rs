@@ -116,6 +116,15 @@ pub struct KvmUserspaceMemoryRegion2 {
     pub pad2: [u64; 14],
 }
 
+/// `struct kvm_dirty_log` (the bitmap pointer as a 64-bit address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmDirtyLog {
+    pub slot: u32,
+    pub padding1: u32,
+    pub dirty_bitmap: u64,
+}
+
 /// `struct kvm_cpuid_entry2`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -292,6 +301,7 @@ const _: () = {
     assert!(size_of::<KvmUserspaceMemoryRegion>() == 32);
     assert!(size_of::<KvmUserspaceMemoryRegion2>() == 160);
     assert!(size_of::<KvmCpuidEntry2>() == 40);
+    assert!(size_of::<KvmDirtyLog>() == 16);
     assert!(size_of::<KvmMsrEntry>() == 16);
     assert!(offset_of!(KvmRun, exit_reason) == 8);
     assert!(offset_of!(KvmRun, cr8) == 16);
