@@ -212,4 +212,82 @@ TEST(kvm_run_without_memory_is_an_error_exit)
 	vm_destroy(&vm);
 }
 
+/*
+ * Slot memory the host cannot provide: the guest's access makes KVM_RUN
+ * fail with EFAULT (an error for the VMM, not a crash).
+ */
+GUEST_CODE(touch_slot1, 64,
+	"mov eax, dword ptr [0x40000000]\n"
+	"mov dword ptr [0x40000000], 1\n"
+	"hlt\n");
+
+static void run_touch_slot1(struct __test_metadata *_metadata, void *hva,
+			    int unmap, int *ret, int *err, struct kvm_regs *regs)
+{
+	struct vm vm;
+	struct vcpu v;
+
+	vm_create(_metadata, &vm);
+	vcpu_create(_metadata, &vm, 0, &v);
+	vcpu_setup_long(_metadata, &vm, &v);
+	vm_load_code(&vm, touch_slot1);
+	ASSERT_EQ(0, vm_set_region(&vm, 1, 0, 0x40000000, PAGE, hva));
+	/* Unmapped now, when nothing else will be mapped there. */
+	if (unmap)
+		ASSERT_EQ(0, munmap(hva, PAGE));
+	errno = 0;
+	*ret = ioctl(v.fd, KVM_RUN, 0);
+	*err = errno;
+	TH_LOG("KVM_RUN: %d (%s), exit %s", *ret, strerror(*err),
+	       exit_reason_name(v.run->exit_reason));
+	vcpu_get_regs(_metadata, &v, regs);
+	vcpu_destroy(&vm, &v);
+	vm_destroy(&vm);
+}
+
+TEST(guest_access_to_unmapped_slot_memory_is_efault)
+{
+	uint8_t *p = alloc_guest_mem(_metadata, PAGE);
+	struct kvm_regs regs;
+	int ret, err;
+
+	run_touch_slot1(_metadata, p, 1, &ret, &err, &regs);
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EFAULT, err);
+	/* The faulting instruction did not complete. */
+	EXPECT_EQ(CODE_GPA, regs.rip);
+}
+
+TEST(guest_access_to_slot_in_prot_none_mapping_is_efault)
+{
+	uint8_t *p = mmap(NULL, PAGE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS,
+			  -1, 0);
+	struct kvm_regs regs;
+	int ret, err;
+
+	ASSERT_NE(MAP_FAILED, p);
+	run_touch_slot1(_metadata, p, 0, &ret, &err, &regs);
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EFAULT, err);
+	EXPECT_EQ(CODE_GPA, regs.rip);
+	munmap(p, PAGE);
+}
+
+TEST(guest_write_to_slot_in_readonly_mapping_is_efault)
+{
+	uint8_t *p = alloc_guest_mem(_metadata, PAGE);
+	struct kvm_regs regs;
+	int ret, err;
+
+	p[0] = 0x42;
+	ASSERT_EQ(0, mprotect(p, PAGE, PROT_READ));
+	run_touch_slot1(_metadata, p, 0, &ret, &err, &regs);
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EFAULT, err);
+	/* The read went through; the write did not. */
+	EXPECT_EQ(0x42ULL, regs.rax);
+	EXPECT_EQ(0x42, p[0]);
+	munmap(p, PAGE);
+}
+
 TEST_HARNESS_MAIN

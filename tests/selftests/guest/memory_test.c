@@ -366,4 +366,32 @@ TEST(guest_writes_land_in_host_memory)
 	vm_destroy(&vm);
 }
 
+TEST(slot_backed_by_shared_memfd_is_coherent)
+{
+	struct vm vm;
+	struct vcpu v;
+	int fd = memfd_create("guest", 0);
+	uint8_t *a, *b;
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ftruncate(fd, PAGE));
+	a = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	b = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ASSERT_NE(MAP_FAILED, a);
+	ASSERT_NE(MAP_FAILED, b);
+	vm_create(_metadata, &vm);
+	vcpu_create(_metadata, &vm, 0, &v);
+	vcpu_setup_long(_metadata, &vm, &v);
+	vm_load_code(&vm, write_a);
+	ASSERT_EQ(0, vm_set_region(&vm, 1, 0, GPA_A, PAGE, a));
+	ASSERT_EXIT(&v, KVM_EXIT_HLT);
+	/* Seen through the other mapping of the same file. */
+	EXPECT_EQ(0x600df00d, *(uint32_t *)b);
+	munmap(a, PAGE);
+	munmap(b, PAGE);
+	close(fd);
+	vcpu_destroy(&vm, &v);
+	vm_destroy(&vm);
+}
+
 TEST_HARNESS_MAIN
