@@ -6,7 +6,11 @@
 pub(crate) mod vcpu;
 
 use crate::{
-    sys::{cpu, hotplug::CpuHotplug, mem::Pages},
+    sys::{
+        cpu,
+        hotplug::{CpuHotplug, RebootHook},
+        mem::Pages,
+    },
     virt::Backend,
 };
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -104,6 +108,7 @@ static FEATURES_NR_ASIDS: AtomicU32 = AtomicU32::new(0);
 pub(crate) struct SvmHost {
     // Field order is drop order: hotplug (which disables SVM on every CPU)
     // goes before the pages it points at.
+    _reboot: RebootHook,
     _hotplug: CpuHotplug,
     /// Owns what `PERCPU` points at.
     _percpu: KVec<PerCpu>,
@@ -127,6 +132,7 @@ impl SvmHost {
         }
         FEATURES_NR_ASIDS.store(Features::read().nr_asids, Ordering::Relaxed);
         PERCPU_LEN.store(n, Ordering::Release);
+        let reboot = RebootHook::register(on_reboot)?;
         PERCPU.store(percpu.as_mut_ptr(), Ordering::Release);
         let hotplug = match CpuHotplug::register(cpu_online, cpu_offline) {
             Ok(h) => h,
@@ -136,6 +142,7 @@ impl SvmHost {
             }
         };
         Ok(Self {
+            _reboot: reboot,
             _hotplug: hotplug,
             _percpu: percpu,
         })
@@ -208,4 +215,17 @@ unsafe extern "C" fn cpu_offline(_cpu_id: u32) -> i32 {
         cpu::wrmsr(MSR_EFER, efer & !EFER_SVME);
     }
     0
+}
+
+/// Reboot notifier: switch SVM off everywhere so that whatever runs next
+/// (firmware, a kexec'd kernel) finds the CPUs as they were before rkvm.
+///
+/// # Safety
+///
+/// Called by the reboot notifier chain in process context.
+unsafe extern "C" fn on_reboot() {
+    cpu::on_each_cpu(&|| {
+        // SAFETY: the callback only touches this CPU's EFER and HSAVE MSR.
+        unsafe { cpu_offline(0) };
+    });
 }

@@ -39,10 +39,17 @@ const PF_VECTOR: u8 = 14;
 /// What the next `KVM_RUN` must finish before entering the guest.
 enum Pending {
     None,
-    /// IN/INS: userspace left the data in the PIO page.
+    /// IN/INS: userspace left the data in the PIO page. `rip` is where the
+    /// instruction was: if userspace moved RIP meanwhile, the IN is dropped.
     IoIn {
         io: IoExit,
         count: u32,
+        rip: u64,
+    },
+    /// OUT: skip the instruction unless userspace moved RIP.
+    IoOut {
+        next_rip: u64,
+        rip: u64,
     },
     /// OUTS: userspace consumed the data; advance the registers.
     IoOutString {
@@ -204,7 +211,17 @@ impl Vcpu {
     fn complete_pending(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
         match core::mem::replace(&mut inner.pending, Pending::None) {
             Pending::None => Ok(Flow::Resume),
-            Pending::IoIn { io, count } => {
+            Pending::IoOut { next_rip, rip } => {
+                if inner.arch.rip() == rip {
+                    inner.arch.set_rip(next_rip);
+                }
+                Ok(Flow::Resume)
+            }
+            Pending::IoIn { io, count, rip } => {
+                if !io.string && inner.arch.rip() != rip {
+                    // KVM drops an IN whose RIP userspace changed.
+                    return Ok(Flow::Resume);
+                }
                 let n = usize::from(io.size) * count as usize;
                 let mut data = [0u8; 4096];
                 self.pages[1].read_shared(0, &mut data[..n]);
@@ -222,6 +239,7 @@ impl Vcpu {
                         _ => val & 0xffff_ffff,
                     };
                     inner.arch.set_gpr(0, new);
+                    inner.arch.set_rip(io.next_rip);
                     Ok(Flow::Resume)
                 }
             }
@@ -504,11 +522,21 @@ impl Vcpu {
         let size = usize::from(io.size);
         let page_off = abi::PIO_PAGE_OFFSET * 4096;
         if !io.string {
+            let rip = inner.arch.rip();
             if !io.input {
                 let v = inner.arch.gpr(0).to_le_bytes();
                 self.pages[1].write_shared(0, &v[..size]);
+                // RIP moves past the OUT when the exit completes, except for
+                // port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default).
+                if io.port == 0x7e {
+                    inner.arch.set_rip(io.next_rip);
+                } else {
+                    inner.pending = Pending::IoOut {
+                        next_rip: io.next_rip,
+                        rip,
+                    };
+                }
             }
-            inner.arch.set_rip(io.next_rip);
             inner.staging.set_io(
                 if io.input {
                     uapi::KVM_EXIT_IO_IN
@@ -521,7 +549,7 @@ impl Vcpu {
                 page_off,
             );
             if io.input {
-                inner.pending = Pending::IoIn { io, count: 1 };
+                inner.pending = Pending::IoIn { io, count: 1, rip };
             }
             return Ok(Flow::User);
         }
@@ -555,7 +583,8 @@ impl Vcpu {
             self.pages[1].write_shared(0, &data[..n]);
             inner.pending = Pending::IoOutString { io, count };
         } else {
-            inner.pending = Pending::IoIn { io, count };
+            let rip = inner.arch.rip();
+            inner.pending = Pending::IoIn { io, count, rip };
         }
         inner.staging.set_io(
             if io.input {

@@ -234,19 +234,33 @@ impl Vm {
             return Ok(false);
         }
         let logging = t.dirty.get(&slot.id).is_some();
-        match self.mmu.lock().mapped(gfn) {
+        // Bound first: a guard in the match scrutinee would live through
+        // the arms, which lock the MMU again.
+        let mapped = self.mmu.lock().mapped(gfn);
+        match mapped {
             // Mapped meanwhile by another vCPU.
             Some(true) => return Ok(true),
             Some(false) if !write => return Ok(true),
             // A write to a page dirty logging write-protected.
             Some(false) => {
+                // The VMM's own mapping was read-only when the page was
+                // pinned: the write cannot be done (KVM: EFAULT).
+                if !self.mmu.lock().make_writable(gfn) {
+                    return Err(EFAULT);
+                }
                 t.mark_dirty(&slot, gfn);
-                self.mmu.lock().make_writable(gfn);
                 return Ok(true);
             }
             None => {}
         }
-        let page = crate::sys::mem::PinnedPage::pin(slot.hva(gfn), !slot.readonly())?;
+        // A VMM mapping without write permission still backs reads: pin it
+        // read-only then (a write fault is EFAULT, as in KVM).
+        let page = match crate::sys::mem::PinnedPage::pin(slot.hva(gfn), !slot.readonly()) {
+            Err(e) if !write && !slot.readonly() => {
+                crate::sys::mem::PinnedPage::pin(slot.hva(gfn), false).map_err(|_| e)?
+            }
+            r => r?,
+        };
         // While logging, map read-only until the first write, which faults
         // again and is recorded.
         let writable = !logging || write;

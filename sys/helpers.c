@@ -11,6 +11,7 @@
 #include <linux/export.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
+#include <linux/reboot.h>
 #include <linux/sched.h>
 #include <linux/smp.h>
 #include <asm/debugreg.h>
@@ -206,4 +207,33 @@ unsigned long rkvm_read_dr7(void)
 void rkvm_write_dr7(unsigned long v)
 {
 	set_debugreg(v, 7);
+}
+
+static void (*rkvm_reboot_cb)(void);
+
+static int rkvm_reboot_notify(struct notifier_block *nb, unsigned long code, void *unused)
+{
+	if (rkvm_reboot_cb)
+		rkvm_reboot_cb();
+	return NOTIFY_OK;
+}
+
+static struct notifier_block rkvm_reboot_nb = {
+	.notifier_call = rkvm_reboot_notify,
+};
+
+/*
+ * Runs @cb when the kernel reboots, halts or powers off, so virtualization
+ * is switched off before firmware or a kexec'd kernel takes the CPUs.
+ */
+int rkvm_reboot_register(void (*cb)(void))
+{
+	rkvm_reboot_cb = cb;
+	return register_reboot_notifier(&rkvm_reboot_nb);
+}
+
+void rkvm_reboot_unregister(void)
+{
+	unregister_reboot_notifier(&rkvm_reboot_nb);
+	rkvm_reboot_cb = NULL;
 }

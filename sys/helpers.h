@@ -41,5 +41,7 @@ unsigned int rkvm_num_online_cpus(void);
 void rkvm_kick_cpu(int cpu);
 unsigned long rkvm_read_dr7(void);
 void rkvm_write_dr7(unsigned long v);
+int rkvm_reboot_register(void (*cb)(void));
+void rkvm_reboot_unregister(void);
 
 #endif

@@ -39,3 +39,32 @@ impl Drop for CpuHotplug {
         unsafe { rkvm_cpuhp_remove(self.0) };
     }
 }
+
+extern "C" {
+    fn rkvm_reboot_register(cb: unsafe extern "C" fn()) -> i32;
+    fn rkvm_reboot_unregister();
+}
+
+/// A reboot notifier: `cb` runs (in process context) when the kernel
+/// reboots, halts or powers off. Unregistered when dropped.
+pub(crate) struct RebootHook(());
+
+impl RebootHook {
+    /// Registers `cb`. Only one hook may exist at a time.
+    pub(crate) fn register(cb: unsafe extern "C" fn()) -> Result<Self> {
+        // SAFETY: `cb` is a plain function valid for the module's life; the
+        // notifier is unregistered in `drop`, before the module goes.
+        let r = unsafe { rkvm_reboot_register(cb) };
+        if r < 0 {
+            return Err(Error::from_errno(r));
+        }
+        Ok(Self(()))
+    }
+}
+
+impl Drop for RebootHook {
+    fn drop(&mut self) {
+        // SAFETY: registered in `register`.
+        unsafe { rkvm_reboot_unregister() };
+    }
+}
