@@ -21,9 +21,10 @@ TEST_CFLAGS = -static -O2 -Wall -Werror -D_GNU_SOURCE \
 TESTS := $(patsubst tests/selftests/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/*_test.c)) \
 	$(patsubst tests/selftests/guest/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/guest/*_test.c))
 TOOLS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(wildcard tools/*.c))
+BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
 RUST_SRC := $(shell find . -path ./core -prune -o -path ./build -prune -o -name '*.rs' -print)
 
-.PHONY: all help bootstrap kernel module tests host-test lint rustfmt check run vm-shell clean
+.PHONY: all help bootstrap kernel module tests host-test lint rustfmt check run vm-shell bench clean
 
 all: module
 
@@ -33,6 +34,7 @@ help:
 	@echo '  make run            boot the test VM, load rkvm, show what /dev/rkvm reports'
 	@echo '  make check          set up everything and run every test (host + test VM)'
 	@echo '  make vm-shell       boot the test VM with rkvm loaded and a shell'
+	@echo '  make bench          exit microbenchmarks in the test VM (-icount): KVM vs rkvm'
 	@echo '  make host-test      cargo test for the host-testable core'
 	@echo '  make lint           rustfmt --check and clippy (the module build runs clippy)'
 	@echo '  make rustfmt        format the Rust sources'
@@ -53,7 +55,7 @@ kernel: bootstrap
 module: kernel
 	@$(MAKE) -s -C $(KDIR_RESOLVED) M=$(TOP) LLVM=$(LLVM) CLIPPY=1 modules
 
-$(BUILD)/tests/% $(BUILD)/tools/%: | kernel
+$(BUILD)/tests/% $(BUILD)/tools/% $(BUILD)/bench/%: | kernel
 $(BUILD)/tests/%: tests/selftests/%.c tests/selftests/rkvm_test.h
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
@@ -61,6 +63,10 @@ $(BUILD)/tests/%: tests/selftests/guest/%.c tests/selftests/guest/vm_lib.h tests
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -I $(TOP)/tests/selftests/guest -o $@ $< -lpthread
 $(BUILD)/tools/%: tools/%.c
+	@mkdir -p $(@D)
+	gcc $(TEST_CFLAGS) -o $@ $<
+
+$(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
 
@@ -85,6 +91,9 @@ run: module tests
 
 vm-shell: module tests
 	@scripts/vm shell
+
+bench: module $(BENCHES)
+	@scripts/vm bench
 
 clean:
 	@d=$$(bash -c '. scripts/lib.sh; kbuild_dir' 2>/dev/null); \
