@@ -97,6 +97,8 @@ struct Inner {
     cpuid: KVec<crate::cpuid::Entry>,
     /// The guest has entered at least once: its CPUID is frozen.
     has_run: bool,
+    /// A page-sized buffer for string IO data (kept off the stack).
+    pio_buf: KVec<u8>,
 }
 
 /// One vCPU, owned by its VM.
@@ -138,6 +140,11 @@ impl Vcpu {
             staging: KBox::new(KvmRun::default(), GFP_KERNEL)?,
             cpuid: KVec::new(),
             has_run: false,
+            pio_buf: {
+                let mut b = KVec::with_capacity(4096, GFP_KERNEL)?;
+                b.resize(4096, 0, GFP_KERNEL)?;
+                b
+            },
         };
         Arc::pin_init(
             pin_init!(Self {
@@ -222,14 +229,17 @@ impl Vcpu {
                     // KVM drops an IN whose RIP userspace changed.
                     return Ok(Flow::Resume);
                 }
-                let n = usize::from(io.size) * count as usize;
-                let mut data = [0u8; 4096];
-                self.pages[1].read_shared(0, &mut data[..n]);
                 if io.string {
-                    self.string_io_done(vm, inner, &io, count, Some(&data[..n]))
+                    let n = usize::from(io.size) * count as usize;
+                    // A page of data: too big for the kernel stack.
+                    let mut data = core::mem::take(&mut inner.pio_buf);
+                    self.pages[1].read_shared(0, &mut data[..n]);
+                    let r = self.string_io_done(vm, inner, &io, count, Some(&data[..n]));
+                    inner.pio_buf = data;
+                    r
                 } else {
                     let mut v = [0u8; 8];
-                    v[..usize::from(io.size)].copy_from_slice(&data[..usize::from(io.size)]);
+                    self.pages[1].read_shared(0, &mut v[..usize::from(io.size)]);
                     let val = u64::from_le_bytes(v);
                     let rax = inner.arch.gpr(0);
                     let new = match io.size {
@@ -562,7 +572,7 @@ impl Vcpu {
         // At most one PIO page per exit, as KVM does.
         let count = count.min((4096 / size) as u64) as u32;
         if !io.input {
-            let mut data = [0u8; 4096];
+            let mut data = core::mem::take(&mut inner.pio_buf);
             let n = size * count as usize;
             let base = inner.arch.segment_base(io.seg);
             let si = inner.arch.gpr(6) & amask;
@@ -577,10 +587,12 @@ impl Vcpu {
                 if let Err(f) =
                     self.read_linear(vm, inner, lin, &mut data[i * size..(i + 1) * size])
                 {
+                    inner.pio_buf = data;
                     return f;
                 }
             }
             self.pages[1].write_shared(0, &data[..n]);
+            inner.pio_buf = data;
             inner.pending = Pending::IoOutString { io, count };
         } else {
             let rip = inner.arch.rip();
