@@ -31,7 +31,8 @@ all: module
 help:
 	@echo 'rkvm make targets:'
 	@echo '  make / make module  build rkvm.ko against the test kernel (or KDIR=...)'
-	@echo '  make run            boot the test VM, load rkvm, show what /dev/rkvm reports'
+	@echo '  make run            boot the test VM; rkvm-run boots a long-mode guest on'
+	@echo '                      /dev/kvm, then on /dev/rkvm'
 	@echo '  make check          set up everything and run every test (host + test VM)'
 	@echo '  make vm-shell       boot the test VM with rkvm loaded and a shell'
 	@echo '  make bench          exit microbenchmarks in the test VM (-icount): KVM vs rkvm'
@@ -70,6 +71,17 @@ $(BUILD)/bench/%: tests/bench/%.c
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
 
+# rkvm-run, the `make run` VMM (Rust, rust-vmm kvm-ioctls): static, for the
+# test VM's busybox initramfs. --target keeps crt-static off the build script.
+RKVM_RUN_DIR := tools/rkvm-run
+RKVM_RUN_BIN := $(RKVM_RUN_DIR)/target/x86_64-unknown-linux-gnu/release/rkvm-run
+$(BUILD)/tools/rkvm-run: $(RKVM_RUN_DIR)/Cargo.toml $(RKVM_RUN_DIR)/Cargo.lock \
+		$(RKVM_RUN_DIR)/build.rs $(wildcard $(RKVM_RUN_DIR)/src/*)
+	@mkdir -p $(@D)
+	cd $(RKVM_RUN_DIR) && RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build -q --release --locked --target x86_64-unknown-linux-gnu
+	cp $(RKVM_RUN_BIN) $@
+
 tests: kernel $(TESTS) $(TOOLS)
 
 host-test:
@@ -86,7 +98,7 @@ lint: module
 check: bootstrap host-test lint module tests
 	@scripts/vm check
 
-run: module tests
+run: module tests $(BUILD)/tools/rkvm-run
 	@scripts/vm run
 
 vm-shell: module tests
