@@ -22,6 +22,8 @@ const PTE_RW: u64 = 1 << 1;
 /// User: nested-paging accesses count as user accesses, so every level
 /// needs it.
 const PTE_US: u64 = 1 << 2;
+/// Page size: a 2 MiB leaf at level 1.
+const PTE_PS: u64 = 1 << 7;
 /// The physical-address bits of an entry.
 const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
@@ -65,6 +67,40 @@ impl Table {
         }
     }
 
+    /// Sets a 2 MiB leaf for `gpa` at level 1. `false` (nothing changed)
+    /// if 4 KiB mappings already exist in that range.
+    fn map_huge(&mut self, level: u32, gpa: u64, leaf: u64) -> Result<bool> {
+        let i = Self::index(level, gpa);
+        if level == 1 {
+            if self.children[i].is_some() {
+                return Ok(false);
+            }
+            self.page.as_u64s()[i] = leaf | PTE_PS;
+            return Ok(true);
+        }
+        if self.children[i].is_none() {
+            let t = KBox::new(Table::new()?, GFP_KERNEL)?;
+            self.page.as_u64s()[i] = (t.page.phys() & PTE_ADDR) | PTE_P | PTE_RW | PTE_US;
+            self.children[i] = Some(t);
+        }
+        match &mut self.children[i] {
+            Some(t) => t.map_huge(level - 1, gpa, leaf),
+            None => Err(ENOMEM),
+        }
+    }
+
+    /// Clears the 2 MiB leaf for `gpa`.
+    fn unmap_huge(&mut self, level: u32, gpa: u64) {
+        let i = Self::index(level, gpa);
+        if level == 1 {
+            if self.children[i].is_none() {
+                self.page.as_u64s()[i] = 0;
+            }
+        } else if let Some(t) = &mut self.children[i] {
+            t.unmap_huge(level - 1, gpa);
+        }
+    }
+
     /// Changes the leaf entry for `gpa` with `f`, if the tables reach it.
     fn update(&mut self, level: u32, gpa: u64, f: impl FnOnce(u64) -> u64) {
         let i = Self::index(level, gpa);
@@ -84,6 +120,9 @@ pub(crate) struct Mmu {
     /// Pinned VMM pages by guest frame number, and whether the nested
     /// entry currently allows writes.
     pinned: RBTree<u64, (PinnedPage, bool)>,
+    /// 2 MiB mappings by `gfn >> 9`: the pin that keeps the huge folio
+    /// allocated, and whether the entry allows writes.
+    huge: RBTree<u64, (PinnedPage, bool)>,
 }
 
 impl Mmu {
@@ -94,6 +133,7 @@ impl Mmu {
             levels,
             root: Table::new()?,
             pinned: RBTree::new(),
+            huge: RBTree::new(),
         })
     }
 
@@ -104,7 +144,31 @@ impl Mmu {
 
     /// Whether `gfn` is mapped writable (`Some(true)`), read-only, or not.
     pub(crate) fn mapped(&self, gfn: u64) -> Option<bool> {
-        self.pinned.get(&gfn).map(|p| p.1)
+        self.pinned
+            .get(&gfn)
+            .or_else(|| self.huge.get(&(gfn >> 9)))
+            .map(|p| p.1)
+    }
+
+    /// Maps the 2 MiB of guest memory at `base_gfn` (2 MiB aligned) to the
+    /// huge folio range at `phys`, kept alive by `page`'s pin. `Ok(None)`
+    /// if done; `Ok(Some(page))` gives the pin back when 4 KiB mappings
+    /// already exist there (the caller maps 4 KiB instead).
+    pub(crate) fn map_2m(
+        &mut self,
+        base_gfn: u64,
+        phys: u64,
+        page: PinnedPage,
+        writable: bool,
+    ) -> Result<Option<PinnedPage>> {
+        let writable = writable && page.writable();
+        let leaf = (phys & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
+        if !self.root.map_huge(self.levels - 1, base_gfn << 12, leaf)? {
+            return Ok(Some(page));
+        }
+        self.huge
+            .try_create_and_insert(base_gfn >> 9, (page, writable), GFP_KERNEL)?;
+        Ok(None)
     }
 
     /// Maps guest frame `gfn` (not mapped yet) to the pinned page `page`,
@@ -159,6 +223,18 @@ impl Mmu {
     pub(crate) fn unmap_range(&mut self, base_gfn: u64, npages: u64) -> Result<KVec<PinnedPage>> {
         let mut gone = KVec::new();
         let end = base_gfn + npages;
+        loop {
+            let next = self
+                .huge
+                .cursor_lower_bound(&(base_gfn >> 9))
+                .map(|c| *c.current().0)
+                .filter(|&h| h << 9 < end);
+            let Some(h) = next else { break };
+            self.root.unmap_huge(self.levels - 1, h << 21);
+            if let Some((p, _)) = self.huge.remove(&h) {
+                gone.push(p, GFP_KERNEL)?;
+            }
+        }
         loop {
             let next = self
                 .pinned

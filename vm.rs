@@ -139,19 +139,14 @@ impl Vm {
                     *s = new;
                 }
                 t.dirty.remove(&old.id);
-                if new.logs_dirty() {
+                if new.logs_dirty() && !old.logs_dirty() {
                     t.start_logging(&new)?;
-                    // Writes to pages mapped before logging began must
-                    // fault from now on.
-                    let mut mmu = self.mmu.lock();
-                    let mut changed = false;
-                    for w in 0..new.bitmap_words() as u64 {
-                        changed |= mmu.write_protect(new.base_gfn + w * 64, u64::MAX);
-                    }
-                    drop(mmu);
-                    if changed {
-                        self.flush_tlbs();
-                    }
+                    // Everything mapped before logging began (2 MiB
+                    // mappings too) faults again, at 4 KiB and read-only,
+                    // so every write from now on is seen.
+                    self.zap(&new)?;
+                } else if new.logs_dirty() {
+                    t.start_logging(&new)?;
                 }
             }
         }
@@ -268,9 +263,25 @@ impl Vm {
             t.mark_dirty(&slot, gfn);
         }
         let mut mmu = self.mmu.lock();
-        if mmu.mapped(gfn).is_none() {
-            mmu.map(gfn, page, writable)?;
+        if mmu.mapped(gfn).is_some() {
+            return Ok(true);
         }
+        // A 2 MiB mapping when the whole aligned range is in the slot, the
+        // VMM's address is aligned the same way, and one huge folio backs
+        // it; not while logging (dirty pages are tracked at 4 KiB).
+        let base = gfn & !511;
+        let aligned = slot.hva(gfn).wrapping_sub(gfn << 12) & ((2 << 20) - 1) == 0;
+        let mut page = page;
+        if !logging && aligned && base >= slot.base_gfn && base + 512 <= slot.base_gfn + slot.npages
+        {
+            if let Some(phys) = page.huge_2m_phys() {
+                match mmu.map_2m(base, phys, page, writable)? {
+                    None => return Ok(true),
+                    Some(p) => page = p,
+                }
+            }
+        }
+        mmu.map(gfn, page, writable)?;
         Ok(true)
     }
 

@@ -237,3 +237,20 @@ void rkvm_reboot_unregister(void)
 	unregister_reboot_notifier(&rkvm_reboot_nb);
 	rkvm_reboot_cb = NULL;
 }
+
+/*
+ * If @page lies in a folio (THP or hugetlb) that covers the whole 2 MiB
+ * aligned physical range around it, returns that range's start; else 0.
+ * The caller's pin on @page keeps the folio, and so the range, allocated.
+ */
+u64 rkvm_page_huge_2m(struct page *page)
+{
+	struct folio *folio = page_folio(page);
+	unsigned long pfn = page_to_pfn(page) & ~(unsigned long)(PTRS_PER_PMD - 1);
+
+	if (folio_order(folio) < PMD_ORDER)
+		return 0;
+	if (pfn < folio_pfn(folio) || pfn + PTRS_PER_PMD > folio_pfn(folio) + folio_nr_pages(folio))
+		return 0;
+	return PFN_PHYS(pfn);
+}

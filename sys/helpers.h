@@ -43,5 +43,6 @@ unsigned long rkvm_read_dr7(void);
 void rkvm_write_dr7(unsigned long v);
 int rkvm_reboot_register(void (*cb)(void));
 void rkvm_reboot_unregister(void);
+u64 rkvm_page_huge_2m(struct page *page);
 
 #endif

@@ -15,6 +15,7 @@ extern "C" {
     fn rkvm_page_address(page: *mut c_void) -> *mut c_void;
     fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut c_void) -> i32;
     fn rkvm_unpin_user_page(page: *mut c_void, dirty: bool);
+    fn rkvm_page_huge_2m(page: *mut c_void) -> u64;
 }
 
 /// Size of a page.
@@ -181,6 +182,14 @@ impl PinnedPage {
     pub(crate) fn phys(&self) -> u64 {
         // SAFETY: pinned, so valid.
         unsafe { rkvm_page_to_phys(self.page.as_ptr().cast()) }
+    }
+
+    /// The start of the 2 MiB physical range around this page, if one huge
+    /// folio (THP or hugetlb) backs all of it; the pin keeps it allocated.
+    pub(crate) fn huge_2m_phys(&self) -> Option<u64> {
+        // SAFETY: the page is pinned, so its folio is valid.
+        let p = unsafe { rkvm_page_huge_2m(self.page.as_ptr().cast()) };
+        (p != 0).then_some(p)
     }
 
     /// Whether the pin allows guest writes.
