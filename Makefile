@@ -94,6 +94,7 @@ rustfmt:
 lint: module
 	rustfmt --check --edition 2021 --config-path $(KSRC)/.rustfmt.toml rkvm_main.rs
 	@if [ -f core/Cargo.toml ]; then cd core && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings; fi
+	cd $(RKVM_RUN_DIR) && cargo fmt --check && cargo clippy -q --locked --all-targets -- -D warnings
 
 check: bootstrap host-test lint module tests
 	@scripts/vm check
