@@ -336,7 +336,11 @@ impl Vcpu {
             }
             Exit::Hypercall { next_rip } => {
                 // No hypercalls are enabled: KVM answers -KVM_ENOSYS.
-                inner.arch.set_gpr(0, (-1000i64) as u64);
+                let enosys = (-1000i64) as u64;
+                let long = inner.arch.mode() == decode::Mode::Bits64;
+                inner
+                    .arch
+                    .set_gpr(0, if long { enosys } else { enosys & 0xffff_ffff });
                 self.skip(vm, inner, next_rip)?;
                 Ok(Flow::Resume)
             }

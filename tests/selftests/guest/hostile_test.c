@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A hostile guest: it executes every instruction the hypervisor intercepts
+ * because a guest must not run it natively. Each must reach the guest as
+ * #UD (the SVM instructions, RDPRU) or be a no-op (MONITOR, MWAIT, INVD,
+ * WBINVD), and VMMCALL must return -KVM_ENOSYS, as with Linux KVM; the host
+ * must survive all of it.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#include "vm_lib.h"
+
+/*
+ * Real mode. The #UD handler (vector 6, at 0x7800) counts in BX and skips
+ * the 3-byte instruction. Each group ends with an OUT of its result.
+ */
+GUEST_CODE(hostile, 16,
+	"xor bx, bx\n"
+	"mov word ptr [6 * 4], 0x7800\n"
+	"mov word ptr [6 * 4 + 2], 0\n"
+	".byte 0x0f, 0x01, 0xd8\n"	/* vmrun */
+	".byte 0x0f, 0x01, 0xda\n"	/* vmload */
+	".byte 0x0f, 0x01, 0xdb\n"	/* vmsave */
+	".byte 0x0f, 0x01, 0xdc\n"	/* stgi */
+	".byte 0x0f, 0x01, 0xdd\n"	/* clgi */
+	".byte 0x0f, 0x01, 0xde\n"	/* skinit */
+	".byte 0x0f, 0x01, 0xdf\n"	/* invlpga */
+	".byte 0x0f, 0x01, 0xfd\n"	/* rdpru */
+	"mov ax, bx\n"
+	"out 0x10, ax\n"
+	"xor bx, bx\n"
+	"monitor\n"
+	"mwait\n"
+	"invd\n"
+	"wbinvd\n"
+	"mov ax, bx\n"
+	"out 0x11, ax\n"
+	"mov eax, 0x12345678\n"
+	".byte 0x0f, 0x01, 0xd9\n"	/* vmmcall */
+	"out 0x12, eax\n"
+	"hlt\n");
+
+GUEST_CODE(ud_handler, 16,
+	"push bp\n"
+	"mov bp, sp\n"
+	"add word ptr [bp + 2], 3\n"
+	"inc bx\n"
+	"pop bp\n"
+	"iret\n");
+
+FIXTURE(h) {
+	struct vm vm;
+	struct vcpu vcpu;
+};
+
+FIXTURE_SETUP(h)
+{
+	vm_create(_metadata, &self->vm);
+	vcpu_create(_metadata, &self->vm, 0, &self->vcpu);
+	vcpu_setup_real(_metadata, &self->vcpu);
+	vm_load_code(&self->vm, hostile);
+	vm_load(&self->vm, 0x7800, ud_handler, ud_handler_end);
+}
+
+FIXTURE_TEARDOWN(h)
+{
+	vcpu_destroy(&self->vm, &self->vcpu);
+	vm_destroy(&self->vm);
+}
+
+TEST_F(h, svm_instructions_and_rdpru_raise_ud)
+{
+	EXPECT_EQ(8, run_to_out(&self->vcpu, 2, 0x10));
+}
+
+TEST_F(h, monitor_mwait_invd_wbinvd_are_no_ops)
+{
+	run_to_out(&self->vcpu, 2, 0x10);
+	EXPECT_EQ(0, run_to_out(&self->vcpu, 2, 0x11));
+}
+
+TEST_F(h, vmmcall_returns_minus_kvm_enosys)
+{
+	run_to_out(&self->vcpu, 2, 0x10);
+	run_to_out(&self->vcpu, 2, 0x11);
+	EXPECT_EQ((uint32_t)-1000, run_to_out(&self->vcpu, 4, 0x12));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+TEST_HARNESS_MAIN
