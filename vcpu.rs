@@ -33,7 +33,10 @@ const RUN_VALID_REGS: usize = 288;
 const RUN_MMIO_DATA: usize = 40;
 
 /// Vectors rkvm injects.
+const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
+/// CR4.DE: DR4/DR5 do not alias DR6/DR7.
+const CR4_DE: u64 = 1 << 3;
 const PF_VECTOR: u8 = 14;
 
 /// What the next `KVM_RUN` must finish before entering the guest.
@@ -334,6 +337,7 @@ impl Vcpu {
                 };
                 self.emulate(vm, inner, &insn, None)
             }
+            Exit::DrAccess => self.debug_register(vm, inner),
             Exit::Hypercall { next_rip } => {
                 // No hypercalls are enabled: KVM answers -KVM_ENOSYS.
                 let enosys = (-1000i64) as u64;
@@ -360,6 +364,50 @@ impl Vcpu {
                 self.internal_error(inner, internal::UNEXPECTED_EXIT_REASON, &[code])
             }
         }
+    }
+
+    /// Emulates MOV to/from DRn: DR4/5 alias DR6/7 unless CR4.DE (then
+    /// #UD); high bits in DR6/DR7 are #GP, as on hardware.
+    fn debug_register(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
+        let insn = match self.fetch_insn(vm, inner) {
+            Ok(i) => i,
+            Err(f) => return f,
+        };
+        let Some(m) = insn.debug_reg_move() else {
+            return self.internal_error(inner, internal::EMULATION, &[inner.arch.rip()]);
+        };
+        let n = match m.special {
+            4 | 5 if inner.arch.cr4() & CR4_DE != 0 => {
+                inner.arch.inject_exception(UD_VECTOR, None);
+                return Ok(Flow::Resume);
+            }
+            4 | 5 => m.special + 2,
+            n @ (0..=3 | 6 | 7) => n,
+            _ => {
+                inner.arch.inject_exception(UD_VECTOR, None);
+                return Ok(Flow::Resume);
+            }
+        };
+        let long = inner.arch.mode() == decode::Mode::Bits64;
+        if m.to_special {
+            let v = inner.arch.gpr(m.gpr);
+            let v = if long { v } else { v & 0xffff_ffff };
+            if n >= 6 && v >> 32 != 0 {
+                inner.arch.inject_exception(GP_VECTOR, Some(0));
+                return Ok(Flow::Resume);
+            }
+            inner.arch.set_dr(n, v);
+        } else {
+            let v = inner.arch.dr(n);
+            inner
+                .arch
+                .set_gpr(m.gpr, if long { v } else { v & 0xffff_ffff });
+        }
+        let rip = insn.next_rip(inner.arch.rip());
+        inner
+            .arch
+            .set_rip(if long { rip } else { rip & 0xffff_ffff });
+        Ok(Flow::Resume)
     }
 
     fn running_cpu(&self) -> u32 {

@@ -98,6 +98,9 @@ pub(crate) enum Exit {
     Shutdown,
     /// The guest touched a GPA with no (or a too weak) nested mapping.
     Npf { gpa: u64, write: bool, fetch: bool },
+    /// MOV to or from a debug register (emulated: the guest's DR0-3 are
+    /// never loaded into the hardware, which holds the host's).
+    DrAccess,
     /// VMMCALL/VMCALL.
     Hypercall { next_rip: Option<u64> },
     /// An instruction KVM treats as a no-op (MONITOR, MWAIT, INVD).

@@ -41,6 +41,10 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const EFER_NX: u64 = 1 << 11;
 
+/// Debug-register access exits: reads 0x20-0x2f, writes 0x30-0x3f.
+const READ_DR0: u64 = 0x20;
+const WRITE_DR15: u64 = 0x3f;
+
 /// An exit code VMRUN never writes: the guest did not run.
 const NOT_RUN: u64 = exit::INVALID - 1;
 /// Exception vectors.
@@ -84,6 +88,8 @@ pub(crate) struct SvmVcpu {
     apic_base: u64,
     cr8: u64,
     misc_enable: u64,
+    /// The guest's DR0-DR3 (DR6 and DR7 live in the VMCB).
+    db: [u64; 4],
 }
 
 impl SvmVcpu {
@@ -133,6 +139,8 @@ impl SvmVcpu {
         ] {
             c.set_intercept(i);
         }
+        // Every debug-register read and write (intercept word 1).
+        c.intercepts[1] = u32::MAX;
         c.iopm_base_pa = iopm.phys();
         c.msrpm_base_pa = msrpm.phys();
         c.int_ctl = V_INTR_MASKING;
@@ -150,6 +158,7 @@ impl SvmVcpu {
             apic_base: 0,
             cr8: 0,
             misc_enable: 1, // fast-strings, as KVM's reset value
+            db: [0; 4],
         };
         v.reset(vcpu_id);
         Ok(v)
@@ -338,6 +347,7 @@ impl SvmVcpu {
                 next_rip: self.next_rip(),
             },
             exit::SHUTDOWN => Exit::Shutdown,
+            READ_DR0..=WRITE_DR15 => Exit::DrAccess,
             exit::NPF => Exit::Npf {
                 gpa: info2,
                 write: info1 & 2 != 0,
@@ -379,6 +389,25 @@ impl SvmVcpu {
                 0
             };
         c.event_inj_err = error_code.unwrap_or(0);
+    }
+
+    /// Reads debug register `n` (0-3, 6, 7).
+    pub(crate) fn dr(&self, n: u8) -> u64 {
+        match n {
+            0..=3 => self.db[usize::from(n)],
+            6 => self.vmcb.save.dr6,
+            _ => self.vmcb.save.dr7,
+        }
+    }
+
+    /// Writes debug register `n` (0-3, 6, 7); the caller checked the value.
+    pub(crate) fn set_dr(&mut self, n: u8, v: u64) {
+        match n {
+            0..=3 => self.db[usize::from(n)] = v,
+            // Reserved bits read as set, as the hardware keeps them.
+            6 => self.vmcb.save.dr6 = (v & 0xf00f) | 0xffff_0ff0,
+            _ => self.vmcb.save.dr7 = (v & 0xffff_2bff) | 0x400,
+        }
     }
 
     pub(crate) fn cr8(&self) -> u64 {

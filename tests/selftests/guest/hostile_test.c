@@ -49,6 +49,20 @@ GUEST_CODE(ud_handler, 16,
 	"pop bp\n"
 	"iret\n");
 
+/* DR0 round trip, then DR6 and DR7 at their reset values. */
+GUEST_CODE(debugregs, 16,
+	"mov eax, 0x12345678\n"
+	"mov dr0, eax\n"
+	"xor eax, eax\n"
+	"mov ebx, dr0\n"
+	"mov eax, ebx\n"
+	"out 0x20, eax\n"
+	"mov eax, dr7\n"
+	"out 0x21, eax\n"
+	"mov eax, dr6\n"
+	"out 0x22, eax\n"
+	"hlt\n");
+
 FIXTURE(h) {
 	struct vm vm;
 	struct vcpu vcpu;
@@ -86,6 +100,23 @@ TEST_F(h, vmmcall_returns_minus_kvm_enosys)
 	run_to_out(&self->vcpu, 2, 0x11);
 	EXPECT_EQ((uint32_t)-1000, run_to_out(&self->vcpu, 4, 0x12));
 	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+TEST(debug_registers_are_the_guests_own)
+{
+	struct vm vm;
+	struct vcpu v;
+
+	vm_create(_metadata, &vm);
+	vcpu_create(_metadata, &vm, 0, &v);
+	vcpu_setup_real(_metadata, &v);
+	vm_load_code(&vm, debugregs);
+	EXPECT_EQ(0x12345678, run_to_out(&v, 4, 0x20));
+	EXPECT_EQ(0x400, run_to_out(&v, 4, 0x21));
+	EXPECT_EQ(0xffff0ff0, run_to_out(&v, 4, 0x22));
+	ASSERT_EXIT(&v, KVM_EXIT_HLT);
+	vcpu_destroy(&vm, &v);
+	vm_destroy(&vm);
 }
 
 TEST_HARNESS_MAIN
