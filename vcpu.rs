@@ -869,25 +869,35 @@ fn addr_mask(addr_size: u8) -> u64 {
 /// Guest physical memory for the page walker, through the VMM's mapping.
 struct GuestMem<'a>(&'a Vm);
 
-impl GuestPhys for GuestMem<'_> {
-    fn read_u32(&mut self, gpa: u64) -> core::result::Result<u32, MemError> {
-        let mut b = [0u8; 4];
+impl GuestMem<'_> {
+    fn read<const N: usize>(&self, gpa: u64) -> core::result::Result<[u8; N], MemError> {
+        let mut b = [0u8; N];
         match self.0.read_guest(gpa, &mut b) {
-            Ok(true) => Ok(u32::from_le_bytes(b)),
+            Ok(true) => Ok(b),
             _ => Err(MemError),
         }
+    }
+
+    fn write(&self, gpa: u64, b: &[u8]) -> core::result::Result<(), MemError> {
+        match self.0.write_guest(gpa, b) {
+            Ok(true) => Ok(()),
+            _ => Err(MemError),
+        }
+    }
+}
+
+// The compare-and-exchange is not atomic against other vCPUs: a racing
+// update of the same entry's accessed/dirty bits can be lost, which only
+// costs the guest precision.
+impl GuestPhys for GuestMem<'_> {
+    fn read_u32(&mut self, gpa: u64) -> core::result::Result<u32, MemError> {
+        self.read(gpa).map(u32::from_le_bytes)
     }
 
     fn read_u64(&mut self, gpa: u64) -> core::result::Result<u64, MemError> {
-        let mut b = [0u8; 8];
-        match self.0.read_guest(gpa, &mut b) {
-            Ok(true) => Ok(u64::from_le_bytes(b)),
-            _ => Err(MemError),
-        }
+        self.read(gpa).map(u64::from_le_bytes)
     }
 
-    // Not atomic against other vCPUs: a racing update of the same entry's
-    // accessed/dirty bits can be lost, which only costs the guest precision.
     fn cmpxchg_u32(
         &mut self,
         gpa: u64,
@@ -897,10 +907,7 @@ impl GuestPhys for GuestMem<'_> {
         if self.read_u32(gpa)? != old {
             return Ok(false);
         }
-        match self.0.write_guest(gpa, &new.to_le_bytes()) {
-            Ok(true) => Ok(true),
-            _ => Err(MemError),
-        }
+        self.write(gpa, &new.to_le_bytes()).map(|()| true)
     }
 
     fn cmpxchg_u64(
@@ -912,10 +919,7 @@ impl GuestPhys for GuestMem<'_> {
         if self.read_u64(gpa)? != old {
             return Ok(false);
         }
-        match self.0.write_guest(gpa, &new.to_le_bytes()) {
-            Ok(true) => Ok(true),
-            _ => Err(MemError),
-        }
+        self.write(gpa, &new.to_le_bytes()).map(|()| true)
     }
 }
 
@@ -967,34 +971,39 @@ impl Cpu for EmuCpu<'_> {
         self.arch.segment_base(seg)
     }
     fn read_mem(&mut self, gva: u64, data: &mut [u8]) -> MemResult {
-        match self.pages(gva, data.len(), false) {
-            Ok((parts, n)) => {
-                for &(g, off, c) in &parts[..n] {
-                    if !matches!(self.vm.read_guest(g, &mut data[off..off + c]), Ok(true)) {
-                        return MemResult::Mmio { gpa: parts[0].0 };
-                    }
-                }
-                MemResult::Done
-            }
-            Err(r) => r,
-        }
+        self.each_part(gva, data.len(), false, |vm, gpa, r| {
+            matches!(vm.read_guest(gpa, &mut data[r]), Ok(true))
+        })
     }
     fn write_mem(&mut self, gva: u64, data: &[u8]) -> MemResult {
-        match self.pages(gva, data.len(), true) {
-            Ok((parts, n)) => {
-                for &(g, off, c) in &parts[..n] {
-                    if !matches!(self.vm.write_guest(g, &data[off..off + c]), Ok(true)) {
-                        return MemResult::Mmio { gpa: parts[0].0 };
-                    }
-                }
-                MemResult::Done
-            }
-            Err(r) => r,
-        }
+        self.each_part(gva, data.len(), true, |vm, gpa, r| {
+            matches!(vm.write_guest(gpa, &data[r]), Ok(true))
+        })
     }
 }
 
 impl EmuCpu<'_> {
+    /// Runs `f` on each page part (gpa, range of the data) of an access
+    /// that [`Self::pages`] found to be all RAM; MMIO or a fault otherwise.
+    fn each_part(
+        &mut self,
+        gva: u64,
+        len: usize,
+        write: bool,
+        mut f: impl FnMut(&Vm, u64, core::ops::Range<usize>) -> bool,
+    ) -> MemResult {
+        let (parts, n) = match self.pages(gva, len, write) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        for &(g, off, c) in &parts[..n] {
+            if !f(self.vm, g, off..off + c) {
+                return MemResult::Mmio { gpa: parts[0].0 };
+            }
+        }
+        MemResult::Done
+    }
+
     /// Translates an access page by page: (gpa, offset, length) parts.
     /// A fault anywhere faults the whole access; any part that is not RAM
     /// (with the access's permission) makes it MMIO, before anything is
