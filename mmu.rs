@@ -13,7 +13,7 @@
 //! MMU notifiers; that is future work (Documentation/design.rst).
 
 use crate::sys::mem::{Pages, PinnedPage};
-use kernel::{prelude::*, rbtree::RBTree};
+use kernel::prelude::*;
 
 /// Present.
 const PTE_P: u64 = 1 << 0;
@@ -27,21 +27,28 @@ const PTE_PS: u64 = 1 << 7;
 /// The physical-address bits of an entry.
 const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
-/// One page-table page and the tables its entries point to.
+/// One page-table page, the tables its entries point to, and the pins that
+/// keep the pages its leaf entries map alive. The pins live beside the
+/// entries (no per-fault allocation): a 4 KiB pin in the level-0 table, the
+/// pin of a 2 MiB mapping in the level-1 table.
 struct Table {
     page: Pages,
     children: KVec<Option<KBox<Table>>>,
+    pins: KVec<Option<PinnedPage>>,
 }
 
 impl Table {
     fn new() -> Result<Self> {
         let mut children = KVec::with_capacity(512, GFP_KERNEL)?;
+        let mut pins = KVec::with_capacity(512, GFP_KERNEL)?;
         for _ in 0..512 {
             children.push(None, GFP_KERNEL)?;
+            pins.push(None, GFP_KERNEL)?;
         }
         Ok(Self {
             page: Pages::new(0)?,
             children,
+            pins,
         })
     }
 
@@ -49,67 +56,109 @@ impl Table {
         ((gpa >> (12 + 9 * level)) & 511) as usize
     }
 
-    /// Sets the leaf entry for `gpa`, allocating tables on the way down.
-    fn map(&mut self, level: u32, gpa: u64, leaf: u64) -> Result {
-        let i = Self::index(level, gpa);
-        if level == 0 {
-            self.page.as_u64s()[i] = leaf;
-            return Ok(());
-        }
-        if self.children[i].is_none() {
-            let t = KBox::new(Table::new()?, GFP_KERNEL)?;
-            self.page.as_u64s()[i] = (t.page.phys() & PTE_ADDR) | PTE_P | PTE_RW | PTE_US;
-            self.children[i] = Some(t);
-        }
-        match &mut self.children[i] {
-            Some(t) => t.map(level - 1, gpa, leaf),
-            None => Err(ENOMEM),
-        }
+    fn entry(&mut self, i: usize) -> &mut u64 {
+        &mut self.page.as_u64s()[i]
     }
 
-    /// Sets a 2 MiB leaf for `gpa` at level 1. `false` (nothing changed)
-    /// if 4 KiB mappings already exist in that range.
-    fn map_huge(&mut self, level: u32, gpa: u64, leaf: u64) -> Result<bool> {
+    /// The table one level down for `i`, created if missing.
+    fn child(&mut self, i: usize) -> Result<&mut Table> {
+        if self.children[i].is_none() {
+            let t = KBox::new(Table::new()?, GFP_KERNEL)?;
+            *self.entry(i) = (t.page.phys() & PTE_ADDR) | PTE_P | PTE_RW | PTE_US;
+            self.children[i] = Some(t);
+        }
+        self.children[i].as_deref_mut().ok_or(ENOMEM)
+    }
+
+    /// Sets the 4 KiB leaf for `gpa` and keeps its pin.
+    fn map(&mut self, level: u32, gpa: u64, leaf: u64, pin: PinnedPage) -> Result {
+        let i = Self::index(level, gpa);
+        if level == 0 {
+            *self.entry(i) = leaf;
+            self.pins[i] = Some(pin);
+            return Ok(());
+        }
+        self.child(i)?.map(level - 1, gpa, leaf, pin)
+    }
+
+    /// Sets a 2 MiB leaf for `gpa` at level 1 and keeps its pin; gives the
+    /// pin back if 4 KiB mappings already exist in that range.
+    fn map_huge(
+        &mut self,
+        level: u32,
+        gpa: u64,
+        leaf: u64,
+        pin: PinnedPage,
+    ) -> Result<Option<PinnedPage>> {
         let i = Self::index(level, gpa);
         if level == 1 {
             if self.children[i].is_some() {
-                return Ok(false);
+                return Ok(Some(pin));
             }
-            self.page.as_u64s()[i] = leaf | PTE_PS;
-            return Ok(true);
+            *self.entry(i) = leaf | PTE_PS;
+            self.pins[i] = Some(pin);
+            return Ok(None);
         }
-        if self.children[i].is_none() {
-            let t = KBox::new(Table::new()?, GFP_KERNEL)?;
-            self.page.as_u64s()[i] = (t.page.phys() & PTE_ADDR) | PTE_P | PTE_RW | PTE_US;
-            self.children[i] = Some(t);
-        }
-        match &mut self.children[i] {
-            Some(t) => t.map_huge(level - 1, gpa, leaf),
-            None => Err(ENOMEM),
-        }
+        self.child(i)?.map_huge(level - 1, gpa, leaf, pin)
     }
 
-    /// Clears the 2 MiB leaf for `gpa`.
-    fn unmap_huge(&mut self, level: u32, gpa: u64) {
+    /// The leaf entry (4 KiB or 2 MiB) that maps `gpa`, if any.
+    fn leaf(&mut self, level: u32, gpa: u64) -> Option<(u64, bool)> {
         let i = Self::index(level, gpa);
-        if level == 1 {
-            if self.children[i].is_none() {
-                self.page.as_u64s()[i] = 0;
-            }
-        } else if let Some(t) = &mut self.children[i] {
-            t.unmap_huge(level - 1, gpa);
+        let e = *self.entry(i);
+        if level == 0 || (level == 1 && e & PTE_PS != 0) {
+            let writable_pin = self.pins[i].as_ref().is_some_and(|p| p.writable());
+            return (e & PTE_P != 0).then_some((e, writable_pin));
         }
+        self.children[i].as_deref_mut()?.leaf(level - 1, gpa)
     }
 
-    /// Changes the leaf entry for `gpa` with `f`, if the tables reach it.
-    fn update(&mut self, level: u32, gpa: u64, f: impl FnOnce(u64) -> u64) {
+    /// Sets or clears RW in the 4 KiB leaf for `gpa`; whether it changed.
+    fn set_rw(&mut self, level: u32, gpa: u64, rw: bool) -> bool {
         let i = Self::index(level, gpa);
         if level == 0 {
-            let e = &mut self.page.as_u64s()[i];
-            *e = f(*e);
-        } else if let Some(t) = &mut self.children[i] {
-            t.update(level - 1, gpa, f);
+            let e = self.entry(i);
+            if *e & PTE_P == 0 || (*e & PTE_RW != 0) == rw {
+                return false;
+            }
+            *e = if rw { *e | PTE_RW } else { *e & !PTE_RW };
+            return true;
         }
+        match self.children[i].as_deref_mut() {
+            Some(t) => t.set_rw(level - 1, gpa, rw),
+            None => false,
+        }
+    }
+
+    /// Clears every leaf in this table's part of `[start, end)` (GPAs; the
+    /// table covers from `base`) and moves their pins to `out`.
+    fn unmap_range(
+        &mut self,
+        level: u32,
+        base: u64,
+        start: u64,
+        end: u64,
+        out: &mut KVec<PinnedPage>,
+    ) -> Result {
+        let span = 1u64 << (12 + 9 * level);
+        let first = if start > base {
+            ((start - base) / span) as usize
+        } else {
+            0
+        };
+        for i in first..512 {
+            let lo = base + i as u64 * span;
+            if lo >= end {
+                break;
+            }
+            if let Some(p) = self.pins[i].take() {
+                *self.entry(i) = 0;
+                out.push(p, GFP_KERNEL)?;
+            } else if let Some(t) = self.children[i].as_deref_mut() {
+                t.unmap_range(level - 1, lo, start, end, out)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -117,12 +166,6 @@ impl Table {
 pub(crate) struct Mmu {
     levels: u32,
     root: Table,
-    /// Pinned VMM pages by guest frame number, and whether the nested
-    /// entry currently allows writes.
-    pinned: RBTree<u64, (PinnedPage, bool)>,
-    /// 2 MiB mappings by `gfn >> 9`: the pin that keeps the huge folio
-    /// allocated, and whether the entry allows writes.
-    huge: RBTree<u64, (PinnedPage, bool)>,
 }
 
 impl Mmu {
@@ -132,8 +175,6 @@ impl Mmu {
         Ok(Self {
             levels,
             root: Table::new()?,
-            pinned: RBTree::new(),
-            huge: RBTree::new(),
         })
     }
 
@@ -143,11 +184,18 @@ impl Mmu {
     }
 
     /// Whether `gfn` is mapped writable (`Some(true)`), read-only, or not.
-    pub(crate) fn mapped(&self, gfn: u64) -> Option<bool> {
-        self.pinned
-            .get(&gfn)
-            .or_else(|| self.huge.get(&(gfn >> 9)))
-            .map(|p| p.1)
+    pub(crate) fn mapped(&mut self, gfn: u64) -> Option<bool> {
+        self.root
+            .leaf(self.levels - 1, gfn << 12)
+            .map(|(e, _)| e & PTE_RW != 0)
+    }
+
+    /// Maps guest frame `gfn` (not mapped yet) to the pinned page `page`,
+    /// writable if `writable` (which needs a writable pin).
+    pub(crate) fn map(&mut self, gfn: u64, page: PinnedPage, writable: bool) -> Result {
+        let writable = writable && page.writable();
+        let leaf = (page.phys() & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
+        self.root.map(self.levels - 1, gfn << 12, leaf, page)
     }
 
     /// Maps the 2 MiB of guest memory at `base_gfn` (2 MiB aligned) to the
@@ -163,37 +211,20 @@ impl Mmu {
     ) -> Result<Option<PinnedPage>> {
         let writable = writable && page.writable();
         let leaf = (phys & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
-        if !self.root.map_huge(self.levels - 1, base_gfn << 12, leaf)? {
-            return Ok(Some(page));
-        }
-        self.huge
-            .try_create_and_insert(base_gfn >> 9, (page, writable), GFP_KERNEL)?;
-        Ok(None)
+        self.root
+            .map_huge(self.levels - 1, base_gfn << 12, leaf, page)
     }
 
-    /// Maps guest frame `gfn` (not mapped yet) to the pinned page `page`,
-    /// writable if `writable` (which needs a writable pin).
-    pub(crate) fn map(&mut self, gfn: u64, page: PinnedPage, writable: bool) -> Result {
-        let writable = writable && page.writable();
-        let leaf = (page.phys() & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
-        self.root.map(self.levels - 1, gfn << 12, leaf)?;
-        self.pinned
-            .try_create_and_insert(gfn, (page, writable), GFP_KERNEL)?;
-        Ok(())
-    }
-
-    /// Lets the guest write a mapped frame (dirty logging saw the write).
-    /// `false` if the frame is not mapped or its pin is read-only.
+    /// Lets the guest write a mapped 4 KiB frame (dirty logging saw the
+    /// write). `false` if the frame is not mapped or its pin is read-only.
     pub(crate) fn make_writable(&mut self, gfn: u64) -> bool {
-        let Some(p) = self.pinned.get_mut(&gfn) else {
-            return false;
-        };
-        if !p.0.writable() {
-            return false;
+        match self.root.leaf(self.levels - 1, gfn << 12) {
+            Some((_, true)) => {
+                self.root.set_rw(self.levels - 1, gfn << 12, true);
+                true
+            }
+            _ => false,
         }
-        p.1 = true;
-        self.root.update(self.levels - 1, gfn << 12, |e| e | PTE_RW);
-        true
     }
 
     /// Makes the frames `base_gfn + i` for each set bit `i` of `mask`
@@ -202,17 +233,10 @@ impl Mmu {
     pub(crate) fn write_protect(&mut self, base_gfn: u64, mask: u64) -> bool {
         let mut changed = false;
         for i in 0..64 {
-            if mask & (1 << i) == 0 {
-                continue;
-            }
-            let gfn = base_gfn + i;
-            if let Some(p) = self.pinned.get_mut(&gfn) {
-                if p.1 {
-                    p.1 = false;
-                    self.root
-                        .update(self.levels - 1, gfn << 12, |e| e & !PTE_RW);
-                    changed = true;
-                }
+            if mask & (1 << i) != 0 {
+                changed |= self
+                    .root
+                    .set_rw(self.levels - 1, (base_gfn + i) << 12, false);
             }
         }
         changed
@@ -222,31 +246,9 @@ impl Mmu {
     /// the caller drops only after every vCPU has flushed its TLB.
     pub(crate) fn unmap_range(&mut self, base_gfn: u64, npages: u64) -> Result<KVec<PinnedPage>> {
         let mut gone = KVec::new();
-        let end = base_gfn + npages;
-        loop {
-            let next = self
-                .huge
-                .cursor_lower_bound(&(base_gfn >> 9))
-                .map(|c| *c.current().0)
-                .filter(|&h| h << 9 < end);
-            let Some(h) = next else { break };
-            self.root.unmap_huge(self.levels - 1, h << 21);
-            if let Some((p, _)) = self.huge.remove(&h) {
-                gone.push(p, GFP_KERNEL)?;
-            }
-        }
-        loop {
-            let next = self
-                .pinned
-                .cursor_lower_bound(&base_gfn)
-                .map(|c| *c.current().0)
-                .filter(|&g| g < end);
-            let Some(gfn) = next else { break };
-            self.root.update(self.levels - 1, gfn << 12, |_| 0);
-            if let Some((p, _)) = self.pinned.remove(&gfn) {
-                gone.push(p, GFP_KERNEL)?;
-            }
-        }
+        let (start, end) = (base_gfn << 12, (base_gfn + npages) << 12);
+        self.root
+            .unmap_range(self.levels - 1, 0, start, end, &mut gone)?;
         Ok(gone)
     }
 }
