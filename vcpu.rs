@@ -161,12 +161,9 @@ impl Vcpu {
     }
 
     fn publish(&self, inner: &Inner) {
-        let mut b = [0u8; RUN_OUT_END - RUN_OUT_START];
         let staging: &KvmRun = &inner.staging;
-        b.copy_from_slice(
-            &kernel::transmute::AsBytes::as_bytes(staging)[RUN_OUT_START..RUN_OUT_END],
-        );
-        self.pages[0].write_shared(RUN_OUT_START, &b);
+        let bytes = kernel::transmute::AsBytes::as_bytes(staging);
+        self.pages[0].write_shared(RUN_OUT_START, &bytes[RUN_OUT_START..RUN_OUT_END]);
     }
 
     fn run(&self, vm: &Vm) -> Result<isize> {
@@ -491,12 +488,18 @@ impl Vcpu {
         };
         match emulate::emulate(&mut cpu, insn, resume) {
             Ok(Outcome::Done { .. }) => Ok(Flow::Resume),
-            Ok(Outcome::MmioRead { gva, len, .. }) => {
-                let frags = self.split(vm, inner, gva, len, None);
+            Ok(Outcome::MmioRead { gpa, gva, len }) => {
+                let frags = self.split(vm, inner, gpa, gva, len, None);
                 self.next_read_frag(vm, inner, *insn, frags)
             }
-            Ok(Outcome::MmioWrite { gva, len, data, .. }) => {
-                let frags = self.split(vm, inner, gva, len, Some(data));
+            Ok(Outcome::MmioWrite {
+                gpa,
+                gva,
+                len,
+                data,
+                ..
+            }) => {
+                let frags = self.split(vm, inner, gpa, gva, len, Some(data));
                 Ok(self.next_write_frag(inner, frags))
             }
             Ok(Outcome::Exception(ex)) => {
@@ -513,15 +516,39 @@ impl Vcpu {
         }
     }
 
-    /// Splits an MMIO access at a page boundary. RAM parts are read or
-    /// written here (a write's `data` is given); the rest are marked MMIO.
-    fn split(&self, vm: &Vm, inner: &mut Inner, gva: u64, len: u8, data: Option<[u8; 8]>) -> Frags {
+    /// Splits an MMIO access (at `gva`, first byte at `gpa`) at a page
+    /// boundary. RAM parts are read or written here (a write's `data` is
+    /// given); the rest are marked MMIO.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one access, described by its parts"
+    )]
+    fn split(
+        &self,
+        vm: &Vm,
+        inner: &mut Inner,
+        gpa: u64,
+        gva: u64,
+        len: u8,
+        data: Option<[u8; 8]>,
+    ) -> Frags {
         let mut fr = Frags {
             len,
             data: data.unwrap_or([0; 8]),
             ..Default::default()
         };
         let first = (4096 - (gva & 0xfff)).min(u64::from(len)) as u8;
+        if first == len {
+            // Within one page, which the emulator already found is MMIO.
+            fr.f[0] = Frag {
+                gpa,
+                off: 0,
+                len,
+                mmio: true,
+            };
+            fr.n = 1;
+            return fr;
+        }
         let write = data.is_some();
         let user = inner.arch.cpl() == 3;
         for (off, n) in [(0u8, first), (first, len - first)] {
