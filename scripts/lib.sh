@@ -33,3 +33,44 @@ kbuild_key() {
 kbuild_dir() {
 	if [ -n "${KDIR:-}" ]; then echo "$KDIR"; else echo "$RKVM_CACHE/build-$(kbuild_key)"; fi
 }
+
+# The test VM's initramfs (scripts/vm, scripts/bochs): busybox, tests/vm/init,
+# rkvm.ko, Linux KVM's modules, build/tests, build/tools, $EXTRA_TESTS in
+# /extra and, for MODE bench, build/bench. TESTS (names, space or comma
+# separated) keeps only those of build/tests. Callers may add files to ROOT
+# between initramfs_populate and initramfs_pack.
+initramfs_populate() { # initramfs_populate ROOT MODE [TESTS]
+	local root=$1 mode=$2 only=${3:-} kdir build m f t
+	kdir=$(kbuild_dir)
+	build=$RKVM_TOP/build
+	rm -rf "$root"
+	mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/rkvm,tests,tools,extra}
+	cp /bin/busybox "$root/bin/busybox"
+	cp "$RKVM_TOP/tests/vm/init" "$root/init"
+	cp "$RKVM_TOP/rkvm.ko" "$root/lib/rkvm/"
+	for m in irqbypass kvm kvm-amd kvm-intel; do
+		f=$(find "$kdir/arch/x86/kvm" "$kdir/virt/lib" -name "$m.ko" | head -1)
+		[ -n "$f" ] && cp "$f" "$root/lib/rkvm/"
+	done
+	if [ -n "$only" ]; then
+		for t in ${only//,/ }; do
+			[ -f "$build/tests/$t" ] || die "no test $t in $build/tests"
+			cp "$build/tests/$t" "$root/tests/"
+		done
+	else
+		cp "$build"/tests/* "$root/tests/" 2>/dev/null || true
+	fi
+	cp "$build"/tools/* "$root/tools/" 2>/dev/null || true
+	if [ -n "${EXTRA_TESTS:-}" ]; then
+		[ -d "$EXTRA_TESTS" ] || die "EXTRA_TESTS=$EXTRA_TESTS is not a directory"
+		cp -r "$EXTRA_TESTS"/. "$root/extra/"
+	fi
+	if [ "$mode" = bench ]; then
+		mkdir -p "$root/bench"
+		cp "$build"/bench/* "$root/bench/" || die "no bench binaries in $build/bench: run make bench"
+	fi
+}
+
+initramfs_pack() { # initramfs_pack ROOT OUT.cpio.gz
+	(cd "$1" && find . | cpio -o -H newc --quiet | gzip -1) >"$2"
+}
