@@ -307,16 +307,20 @@ impl Vm {
     /// Copies `buf` into guest physical memory at `gpa`; `Ok(false)` if
     /// some byte is not in a writable slot (nothing is written then).
     pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Result<bool> {
+        // One lock for the check, the copy and the dirty bits: the slots
+        // cannot change in between, and the hot path locks once.
+        let mut t = self.slots.lock();
+        let end = gpa + buf.len() as u64;
         let mut a = gpa;
-        while a < gpa + buf.len() as u64 {
-            match self.slot_of(a >> 12) {
+        while a < end {
+            match memslot::find(&t.list, a >> 12) {
                 Some(s) if !s.readonly() => a = (a & !0xfff) + 4096,
                 _ => return Ok(false),
             }
         }
         let (mut gpa, mut done) = (gpa, 0);
         while done < buf.len() {
-            let slot = self.slot_of(gpa >> 12).ok_or(EFAULT)?;
+            let slot = *memslot::find(&t.list, gpa >> 12).ok_or(EFAULT)?;
             let n = (4096 - (gpa & 0xfff) as usize).min(buf.len() - done);
             let hva = slot.hva(gpa >> 12) + (gpa & 0xfff);
             UserSlice::new(UserPtr::from_addr(hva as usize), n)
@@ -324,7 +328,7 @@ impl Vm {
                 .write_slice(&buf[done..done + n])?;
             // Writes rkvm makes for the guest (emulation, string IN) are
             // guest writes for dirty logging too.
-            self.slots.lock().mark_dirty(&slot, gpa >> 12);
+            t.mark_dirty(&slot, gpa >> 12);
             done += n;
             gpa += n as u64;
         }
