@@ -120,3 +120,25 @@ pub(crate) fn guest_cpuid(
 ) -> [u32; 4] {
     cpuid::emulate(guest, leaf, sub, &cpuid::Runtime { cr4, apic_base })
 }
+
+/// A guest MOV to CR0 or CR4 under KVM's rules (`kvm_set_cr0/cr4`).
+pub(crate) fn guest_cr_write(
+    guest: &[Entry],
+    cr: u8,
+    value: u64,
+    s: &x86::CrState,
+) -> Result<x86::CrWrite> {
+    Ok(match cr {
+        0 => x86::guest_set_cr0(value, s),
+        _ => {
+            let host = supported()?;
+            let (g, h) = caps(guest, &host);
+            x86::guest_set_cr4(value, s, &g, !x86::cr4_reserved_bits(&h))
+        }
+    })
+}
+
+/// The guest's MAXPHYADDR (for PDPTE checks).
+pub(crate) fn maxphyaddr(guest: &[Entry]) -> u8 {
+    GuestCaps::from_entries(guest).maxphyaddr
+}

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The guest's second-level page table (AMD nested paging; the x86-64
-//! long-mode format) and the pinned VMM pages it maps.
+//! The guest's second-level page table (AMD nested paging in the x86-64
+//! long-mode format, or Intel EPT) and the pinned VMM pages it maps.
 //!
 //! Page lifetime: rkvm pins (FOLL_LONGTERM) each page of the VMM's memory
 //! when the guest first touches it and unpins it when its slot is deleted or
@@ -12,7 +12,10 @@
 //! rather than share them. KVM instead follows the VMM's page tables with
 //! MMU notifiers; that is future work (Documentation/design.rst).
 
-use crate::sys::mem::{Pages, PinnedPage};
+use crate::{
+    sys::mem::{Pages, PinnedPage},
+    vmcs::ept,
+};
 use kernel::prelude::*;
 
 /// Present.
@@ -22,23 +25,75 @@ const PTE_RW: u64 = 1 << 1;
 /// User: nested-paging accesses count as user accesses, so every level
 /// needs it.
 const PTE_US: u64 = 1 << 2;
-/// Page size: a 2 MiB leaf at level 1.
+/// Page size: a 2 MiB leaf at level 1 (the same bit in both formats).
 const PTE_PS: u64 = 1 << 7;
 /// The physical-address bits of an entry.
 const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+
+/// The entry format of the second-level table: AMD nested paging uses the
+/// ordinary long-mode format, Intel EPT its own (R/W/X and a memory type).
+/// Both have the same shape: 512 entries per table, 4 KiB tables, bit 7
+/// for a 2 MiB leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// AMD nested paging.
+    Npt,
+    /// Intel extended page tables.
+    Ept,
+}
+
+impl Format {
+    /// An entry pointing at a next-level table.
+    fn table(self, pa: u64) -> u64 {
+        match self {
+            Self::Npt => (pa & PTE_ADDR) | PTE_P | PTE_RW | PTE_US,
+            Self::Ept => ept::table(pa),
+        }
+    }
+
+    /// A leaf entry.
+    fn leaf(self, pa: u64, writable: bool, large: bool) -> u64 {
+        match self {
+            Self::Npt => {
+                (pa & PTE_ADDR)
+                    | PTE_P
+                    | PTE_US
+                    | if writable { PTE_RW } else { 0 }
+                    | if large { PTE_PS } else { 0 }
+            }
+            Self::Ept => ept::leaf(pa, writable, large),
+        }
+    }
+
+    fn present(self, e: u64) -> bool {
+        match self {
+            Self::Npt => e & PTE_P != 0,
+            Self::Ept => ept::present(e),
+        }
+    }
+
+    /// The write-permission bit.
+    fn write_bit(self) -> u64 {
+        match self {
+            Self::Npt => PTE_RW,
+            Self::Ept => ept::WRITE,
+        }
+    }
+}
 
 /// One page-table page, the tables its entries point to, and the pins that
 /// keep the pages its leaf entries map alive. The pins live beside the
 /// entries (no per-fault allocation): a 4 KiB pin in the level-0 table, the
 /// pin of a 2 MiB mapping in the level-1 table.
 struct Table {
+    fmt: Format,
     page: Pages,
     children: KVec<Option<KBox<Table>>>,
     pins: KVec<Option<PinnedPage>>,
 }
 
 impl Table {
-    fn new() -> Result<Self> {
+    fn new(fmt: Format) -> Result<Self> {
         let mut children = KVec::with_capacity(512, GFP_KERNEL)?;
         let mut pins = KVec::with_capacity(512, GFP_KERNEL)?;
         for _ in 0..512 {
@@ -46,6 +101,7 @@ impl Table {
             pins.push(None, GFP_KERNEL)?;
         }
         Ok(Self {
+            fmt,
             page: Pages::new(0)?,
             children,
             pins,
@@ -63,8 +119,8 @@ impl Table {
     /// The table one level down for `i`, created if missing.
     fn child(&mut self, i: usize) -> Result<&mut Table> {
         if self.children[i].is_none() {
-            let t = KBox::new(Table::new()?, GFP_KERNEL)?;
-            *self.entry(i) = (t.page.phys() & PTE_ADDR) | PTE_P | PTE_RW | PTE_US;
+            let t = KBox::new(Table::new(self.fmt)?, GFP_KERNEL)?;
+            *self.entry(i) = self.fmt.table(t.page.phys());
             self.children[i] = Some(t);
         }
         self.children[i].as_deref_mut().ok_or(ENOMEM)
@@ -95,7 +151,7 @@ impl Table {
             if self.children[i].is_some() {
                 return Ok(Some(pin));
             }
-            *self.entry(i) = leaf | PTE_PS;
+            *self.entry(i) = leaf;
             self.pins[i] = Some(pin);
             return Ok(None);
         }
@@ -108,7 +164,7 @@ impl Table {
         let e = *self.entry(i);
         if level == 0 || (level == 1 && e & PTE_PS != 0) {
             let writable_pin = self.pins[i].as_ref().is_some_and(|p| p.writable());
-            return (e & PTE_P != 0).then_some((e, writable_pin));
+            return self.fmt.present(e).then_some((e, writable_pin));
         }
         self.children[i].as_deref_mut()?.leaf(level - 1, gpa)
     }
@@ -117,11 +173,12 @@ impl Table {
     fn set_rw(&mut self, level: u32, gpa: u64, rw: bool) -> bool {
         let i = Self::index(level, gpa);
         if level == 0 {
+            let (fmt, w) = (self.fmt, self.fmt.write_bit());
             let e = self.entry(i);
-            if *e & PTE_P == 0 || (*e & PTE_RW != 0) == rw {
+            if !fmt.present(*e) || (*e & w != 0) == rw {
                 return false;
             }
-            *e = if rw { *e | PTE_RW } else { *e & !PTE_RW };
+            *e = if rw { *e | w } else { *e & !w };
             return true;
         }
         match self.children[i].as_deref_mut() {
@@ -162,23 +219,28 @@ impl Table {
     }
 }
 
-/// A VM's nested page table and the pages it maps.
+/// A VM's second-level page table and the pages it maps.
 pub(crate) struct Mmu {
+    fmt: Format,
     levels: u32,
+    /// 2 MiB leaves allowed.
+    huge: bool,
     root: Table,
 }
 
 impl Mmu {
-    /// An empty table with `levels` levels (4, or 5 when the host uses
-    /// 5-level paging: nested paging follows the host's depth).
-    pub(crate) fn new(levels: u32) -> Result<Self> {
+    /// An empty table in format `fmt` with `levels` levels (4 or 5).
+    pub(crate) fn new(fmt: Format, levels: u32, huge: bool) -> Result<Self> {
         Ok(Self {
+            fmt,
             levels,
-            root: Table::new()?,
+            huge,
+            root: Table::new(fmt)?,
         })
     }
 
-    /// The physical address of the top-level table (nCR3).
+    /// The physical address of the top-level table (nCR3, or the EPT
+    /// pointer's address part).
     pub(crate) fn root_pa(&self) -> u64 {
         self.root.page.phys()
     }
@@ -187,14 +249,14 @@ impl Mmu {
     pub(crate) fn mapped(&mut self, gfn: u64) -> Option<bool> {
         self.root
             .leaf(self.levels - 1, gfn << 12)
-            .map(|(e, _)| e & PTE_RW != 0)
+            .map(|(e, _)| e & self.fmt.write_bit() != 0)
     }
 
     /// Maps guest frame `gfn` (not mapped yet) to the pinned page `page`,
     /// writable if `writable` (which needs a writable pin).
     pub(crate) fn map(&mut self, gfn: u64, page: PinnedPage, writable: bool) -> Result {
         let writable = writable && page.writable();
-        let leaf = (page.phys() & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
+        let leaf = self.fmt.leaf(page.phys(), writable, false);
         self.root.map(self.levels - 1, gfn << 12, leaf, page)
     }
 
@@ -209,8 +271,11 @@ impl Mmu {
         page: PinnedPage,
         writable: bool,
     ) -> Result<Option<PinnedPage>> {
+        if !self.huge {
+            return Ok(Some(page));
+        }
         let writable = writable && page.writable();
-        let leaf = (phys & PTE_ADDR) | PTE_P | PTE_US | if writable { PTE_RW } else { 0 };
+        let leaf = self.fmt.leaf(phys, writable, true);
         self.root
             .map_huge(self.levels - 1, base_gfn << 12, leaf, page)
     }

@@ -39,6 +39,9 @@ mod uapi;
 #[path = "core/src/vmcb.rs"]
 mod vmcb;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
+#[path = "core/src/vmcs.rs"]
+mod vmcs;
+#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
 #[path = "core/src/x86.rs"]
 mod x86;
 
@@ -61,21 +64,27 @@ struct RkvmModule {
     // every VM fd pins the module).
     #[pin]
     _dev: MiscDeviceRegistration<dev::RkvmDev>,
-    _svm: svm::SvmHost,
+    _host: Host,
+}
+
+/// The backend's load-time state, dropped (switching it off) at unload.
+enum Host {
+    Svm(#[allow(dead_code, reason = "held for its Drop")] svm::SvmHost),
+    Vmx(#[allow(dead_code, reason = "held for its Drop")] vmx::VmxHost),
 }
 
 impl kernel::InPlaceModule for RkvmModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _svm: {
+            _host: {
                 let vendor = virt::Vendor::detect()?;
                 vendor.check_not_in_use()?;
-                if vendor != virt::Vendor::Svm {
-                    pr_err!("rkvm: the Intel VT-x backend is not implemented yet\n");
-                    return Err(ENODEV);
-                }
-                let host = svm::SvmHost::new()?;
-                pr_info!("rkvm: {} enabled on all CPUs, /dev/rkvm ready\n", vendor.name());
+                let host = match vendor {
+                    virt::Vendor::Svm => Host::Svm(svm::SvmHost::new()?),
+                    virt::Vendor::Vmx => Host::Vmx(vmx::VmxHost::new()?),
+                };
+                vendor.set_current();
+                pr_info!("rkvm: {} ready, /dev/rkvm registered\n", vendor.name());
                 host
             },
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),

@@ -14,3 +14,4 @@ pub(crate) mod hotplug;
 pub(crate) mod mem;
 pub(crate) mod svm;
 pub(crate) mod uaccess;
+pub(crate) mod vmx;

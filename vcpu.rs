@@ -16,6 +16,7 @@ use crate::{
     },
     virt::{ArchVcpu, Exit, IoExit},
     vm::Vm,
+    x86,
 };
 use core::sync::atomic::AtomicI32;
 use kernel::{
@@ -335,6 +336,20 @@ impl Vcpu {
                 self.emulate(vm, inner, &insn, None)
             }
             Exit::DrAccess => self.debug_register(vm, inner),
+            Exit::CrWrite {
+                cr,
+                value,
+                next_rip,
+            } => self.cr_write(vm, inner, cr, value, next_rip),
+            Exit::CrRead { cr, gpr, next_rip } => {
+                if cr != 8 {
+                    return self.internal_error(inner, internal::EMULATION, &[inner.arch.rip()]);
+                }
+                let v = inner.arch.cr8();
+                inner.arch.set_gpr(gpr, v);
+                self.skip(vm, inner, next_rip)?;
+                Ok(Flow::Resume)
+            }
             Exit::Hypercall { next_rip } => {
                 // No hypercalls are enabled: KVM answers -KVM_ENOSYS.
                 let enosys = (-1000i64) as u64;
@@ -407,6 +422,87 @@ impl Vcpu {
         Ok(Flow::Resume)
     }
 
+    /// A guest MOV to CR0, CR4 or CR8 that the backend intercepted, under
+    /// KVM's rules; #GP where KVM refuses.
+    fn cr_write(
+        &self,
+        vm: &Vm,
+        inner: &mut Inner,
+        cr: u8,
+        value: u64,
+        next_rip: Option<u64>,
+    ) -> Result<Flow> {
+        let value = if inner.arch.mode() == decode::Mode::Bits64 {
+            value
+        } else {
+            value & 0xffff_ffff
+        };
+        let a = &inner.arch;
+        let state = x86::CrState {
+            cr0: a.cr0(),
+            cr3: a.cr3(),
+            cr4: a.cr4(),
+            efer: a.efer(),
+            cs_l: a.sregs().cs.l != 0,
+        };
+        let ok = match cr {
+            8 if value & !0xf == 0 => {
+                inner.arch.set_cr8(value);
+                true
+            }
+            0 | 4 => match guest_cpuid::guest_cr_write(&inner.cpuid, cr, value, &state)? {
+                x86::CrWrite::Gp => false,
+                x86::CrWrite::Set { value, load_pdptes } => {
+                    let old = (inner.arch.cr0(), inner.arch.cr4());
+                    if cr == 0 {
+                        inner.arch.set_cr0(value);
+                    } else {
+                        inner.arch.set_cr4(value);
+                    }
+                    if load_pdptes && !self.load_pdptes(vm, inner)? {
+                        inner.arch.set_cr0(old.0);
+                        inner.arch.set_cr4(old.1);
+                        false
+                    } else {
+                        true
+                    }
+                }
+            },
+            _ => false,
+        };
+        if ok {
+            self.skip(vm, inner, next_rip)?;
+        } else {
+            inner.arch.inject_exception(GP_VECTOR, Some(0));
+        }
+        Ok(Flow::Resume)
+    }
+
+    /// Reads the PAE PDPTEs at CR3 into the backend (VMX loads them from
+    /// the VMCS on entry). `false` if they cannot be read or one is
+    /// invalid (#GP for the instruction that asked).
+    fn load_pdptes(&self, vm: &Vm, inner: &mut Inner) -> Result<bool> {
+        if !inner.arch.pae_paging() {
+            return Ok(true);
+        }
+        let mut b = [0u8; 32];
+        if !vm.read_guest(inner.arch.cr3() & 0xffff_ffe0, &mut b)? {
+            return Ok(false);
+        }
+        let maxphy = guest_cpuid::maxphyaddr(&inner.cpuid);
+        let mut p = [0u64; 4];
+        for (i, e) in p.iter_mut().enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            *e = u64::from_le_bytes(w);
+            if !x86::pdpte_valid(*e, maxphy) {
+                return Ok(false);
+            }
+        }
+        inner.arch.set_pdptes(p);
+        Ok(true)
+    }
+
     fn running_cpu(&self) -> u32 {
         let np = cpu::NoPreempt::new();
         np.cpu() as u32
@@ -462,7 +558,7 @@ impl Vcpu {
                 Err(_) => break,
             }
         }
-        match decode::decode(&bytes[..n], inner.arch.mode(), Vendor::Amd) {
+        match decode::decode(&bytes[..n], inner.arch.mode(), cpu_vendor()) {
             Ok(i) => Ok(i),
             Err(_) => {
                 let mut data = [0u64; 3];
@@ -885,6 +981,14 @@ impl Vcpu {
     }
 }
 
+/// The CPU vendor whose instruction semantics the emulator follows.
+fn cpu_vendor() -> Vendor {
+    match crate::virt::Vendor::current() {
+        crate::virt::Vendor::Svm => Vendor::Amd,
+        crate::virt::Vendor::Vmx => Vendor::Intel,
+    }
+}
+
 fn addr_mask(addr_size: u8) -> u64 {
     match addr_size {
         2 => 0xffff,
@@ -964,7 +1068,7 @@ fn translate(
         arch.efer(),
         arch.rflags(),
     );
-    cfg.amd = true;
+    cfg.amd = cpu_vendor() == Vendor::Amd;
     cfg.maxphyaddr = 48;
     paging::translate(&mut GuestMem(vm), &cfg, gva, access).map(|t| t.gpa)
 }
@@ -1114,6 +1218,9 @@ impl AnonFile for VcpuFile {
                 let now = inner.arch.apic_base();
                 guest_cpuid::check_sregs(&inner.cpuid, &s, now)?;
                 inner.arch.set_sregs(&s);
+                // As KVM, a PAE guest's PDPTEs are (re)read; bad ones are
+                // not an error here.
+                v.load_pdptes(&this.vm, &mut inner)?;
                 Ok(0)
             }
             abi::KVM_GET_MSRS => v.msrs(arg, false),

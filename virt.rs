@@ -5,8 +5,13 @@
 //! The VM, vCPU and API layers only see [`Backend`]; `svm` and `vmx`
 //! implement it. KVM's `kvm_x86_ops` plays this role in C.
 
-use crate::{svm::Svm, vmx::Vmx};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use crate::{
+    decode::{Mode, Segment},
+    svm::{vcpu::SvmVcpu, Svm},
+    uapi::{KvmRegs, KvmSregs},
+    vmx::{vcpu::VmxVcpu, Vmx},
+};
+use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
 
 /// What a hardware virtualization backend provides.
@@ -25,6 +30,7 @@ pub(crate) trait Backend {
 
 /// The backends rkvm has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Vendor {
     /// AMD SVM.
     Svm,
@@ -107,6 +113,19 @@ pub(crate) enum Exit {
     Nop { next_rip: Option<u64> },
     /// Inject this exception (an instruction the guest may not run).
     Exception { vector: u8, error_code: Option<u32> },
+    /// MOV to CR0/CR4/CR8 (and CLTS, LMSW as CR0 writes) on a backend that
+    /// intercepts them; `vcpu.rs` applies KVM's rules.
+    CrWrite {
+        cr: u8,
+        value: u64,
+        next_rip: Option<u64>,
+    },
+    /// MOV from CR8 (the only intercepted read).
+    CrRead {
+        cr: u8,
+        gpr: u8,
+        next_rip: Option<u64>,
+    },
     /// VM entry failed; the hardware's reason.
     FailEntry(u64),
     /// An exit rkvm does not expect; the hardware's exit code.
@@ -131,6 +150,121 @@ pub(crate) struct IoExit {
     pub(crate) next_rip: u64,
 }
 
-/// The vCPU type of the backend in use (only SVM so far; VT-x will make
-/// this an enum with static dispatch).
-pub(crate) type ArchVcpu = crate::svm::vcpu::SvmVcpu;
+/// The backend chosen at load (`Vendor` as a number; 0 before).
+static VENDOR: AtomicU8 = AtomicU8::new(0);
+
+impl Vendor {
+    /// Records the backend for `Vendor::current`.
+    pub(crate) fn set_current(self) {
+        VENDOR.store(self as u8 + 1, Ordering::Release);
+    }
+
+    /// The backend in use. Only called once the module is loaded.
+    pub(crate) fn current() -> Self {
+        if VENDOR.load(Ordering::Acquire) == Self::Vmx as u8 + 1 {
+            Self::Vmx
+        } else {
+            Self::Svm
+        }
+    }
+
+    /// The format and depth of the second-level page table.
+    pub(crate) fn mmu_format(self) -> (crate::mmu::Format, u32) {
+        match self {
+            // Nested paging walks as many levels as the host's own paging.
+            Self::Svm => (
+                crate::mmu::Format::Npt,
+                if crate::sys::cpu::read_cr4() & (1 << 12) != 0 {
+                    5
+                } else {
+                    4
+                },
+            ),
+            // rkvm's EPT always has 4 levels (48-bit guest physical).
+            Self::Vmx => (crate::mmu::Format::Ept, 4),
+        }
+    }
+
+    /// Whether the backend may map 2 MiB pages in the second-level table.
+    pub(crate) fn huge_pages(self) -> bool {
+        match self {
+            Self::Svm => true,
+            Self::Vmx => crate::vmx::config().is_some_and(|c| c.ept_2m),
+        }
+    }
+}
+
+/// A vCPU of the backend in use: static dispatch by `match`.
+pub(crate) enum ArchVcpu {
+    /// AMD SVM.
+    Svm(KBox<SvmVcpu>),
+    /// Intel VT-x.
+    Vmx(KBox<VmxVcpu>),
+}
+
+/// Forwards each listed method to the backend's vCPU.
+macro_rules! dispatch {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)*) => {$(
+        pub(crate) fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
+            match self {
+                Self::Svm(v) => v.$name($($arg),*),
+                Self::Vmx(v) => v.$name($($arg),*),
+            }
+        }
+    )*};
+    ($(fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)*) => {$(
+        pub(crate) fn $name(&mut self $(, $arg: $ty)*) $(-> $ret)? {
+            match self {
+                Self::Svm(v) => v.$name($($arg),*),
+                Self::Vmx(v) => v.$name($($arg),*),
+            }
+        }
+    )*};
+}
+
+impl ArchVcpu {
+    /// Creates a vCPU of the backend in use, in KVM's reset state.
+    pub(crate) fn new(vcpu_id: u32) -> Result<Self> {
+        Ok(match Vendor::current() {
+            Vendor::Svm => Self::Svm(KBox::new(SvmVcpu::new(vcpu_id)?, GFP_KERNEL)?),
+            Vendor::Vmx => Self::Vmx(KBox::new(VmxVcpu::new(vcpu_id)?, GFP_KERNEL)?),
+        })
+    }
+
+    dispatch! {
+        fn dr(&self, n: u8) -> u64;
+        fn cr8(&self) -> u64;
+        fn apic_base(&self) -> u64;
+        fn gpr(&self, r: u8) -> u64;
+        fn rip(&self) -> u64;
+        fn rflags(&self) -> u64;
+        fn cr0(&self) -> u64;
+        fn cr3(&self) -> u64;
+        fn cr4(&self) -> u64;
+        fn efer(&self) -> u64;
+        fn cpl(&self) -> u8;
+        fn mode(&self) -> Mode;
+        fn segment_base(&self, seg: Segment) -> u64;
+        fn regs(&self) -> KvmRegs;
+        fn sregs(&self) -> KvmSregs;
+        fn pae_paging(&self) -> bool;
+    }
+
+    dispatch! {
+        fn enter(&mut self, root: u64, running: &AtomicI32, tlb_gen: &AtomicU64) -> Result<Exit>;
+        fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+        fn set_dr(&mut self, n: u8, v: u64);
+        fn set_cr8(&mut self, v: u64);
+        fn get_msr(&mut self, msr: u32) -> Result<u64>;
+        fn set_msr(&mut self, msr: u32, v: u64) -> Result;
+        fn set_gpr(&mut self, r: u8, v: u64);
+        fn set_rip(&mut self, v: u64);
+        fn set_rflags(&mut self, v: u64);
+        fn set_cr2(&mut self, v: u64);
+        fn set_cr0(&mut self, v: u64);
+        fn set_cr4(&mut self, v: u64);
+        fn set_pdptes(&mut self, p: [u64; 4]);
+        fn set_regs(&mut self, r: &KvmRegs);
+        fn set_sregs(&mut self, r: &KvmSregs);
+    }
+}

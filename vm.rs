@@ -41,7 +41,8 @@ pub(crate) struct Vm {
     /// Bumped whenever mappings leave the nested page table; each vCPU
     /// flushes its TLB when it sees a new value.
     pub(crate) tlb_gen: AtomicU64,
-    /// The nested page table root (nCR3); fixed for the VM's life.
+    /// The second-level page table root (nCR3 or the EPT pointer's
+    /// address); fixed for the VM's life.
     pub(crate) ncr3: u64,
 }
 
@@ -49,13 +50,9 @@ impl Vm {
     /// Creates a VM owned by the calling process.
     pub(crate) fn new() -> Result<Arc<Self>> {
         let mm = ARef::<Mm>::from(&**kernel::current!().mm().ok_or(EINVAL)?);
-        // Nested paging walks as many levels as the host's own paging.
-        let levels = if cpu::read_cr4() & (1 << 12) != 0 {
-            5
-        } else {
-            4
-        };
-        let mmu = Mmu::new(levels)?;
+        let vendor = crate::virt::Vendor::current();
+        let (format, levels) = vendor.mmu_format();
+        let mmu = Mmu::new(format, levels, vendor.huge_pages())?;
         let ncr3 = mmu.root_pa();
         Arc::pin_init(
             pin_init!(Self {

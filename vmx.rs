@@ -1,8 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Intel VT-x backend.
+//! Intel VT-x backend: capability discovery from the VMX MSRs, the per-CPU
+//! VMXON regions, VPIDs, and the vCPU (`vmx/vcpu.rs`).
+//!
+//! VMX is on only inside the interrupts-off window around each VM entry
+//! (`sys/vmx.rs`), so there is nothing to switch on at load or off at
+//! unload, hotplug or reboot: the CPUs are always as Linux believes them
+//! outside that window.
 
-use crate::{sys::cpu, virt::Backend};
+pub(crate) mod vcpu;
+
+use crate::{
+    sys::{cpu, mem::Pages},
+    virt::Backend,
+    vmcs::{msr, CapMsrs, Config, Missing},
+};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 
 /// CPUID 1 ECX: VMX supported.
@@ -20,10 +33,186 @@ impl Backend for Vmx {
         if cpu::cpuid(1, 0).ecx & CPUID_VMX == 0 {
             return Err(ENODEV);
         }
-        Ok(())
+        let fc = cpu::rdmsr_safe(msr::FEATURE_CONTROL)?;
+        if fc & msr::FEATURE_CONTROL_LOCKED == 0 || fc & msr::FEATURE_CONTROL_VMX_OUTSIDE_SMX == 0 {
+            pr_err!("rkvm: VMX is disabled by firmware (IA32_FEATURE_CONTROL {fc:#x})\n");
+            return Err(ENODEV);
+        }
+        match Config::compute(&read_caps()?) {
+            Ok(_) => Ok(()),
+            Err(m) => {
+                let what = match m {
+                    Missing::VmcsRegion => "a write-back VMCS of at most 4 KiB",
+                    Missing::Pin(_) => "external-interrupt and NMI exiting",
+                    Missing::Proc(_) => "a required processor-based control",
+                    Missing::Ept => "EPT",
+                    Missing::UnrestrictedGuest => "unrestricted guest",
+                    Missing::EptFormat => "4-level write-back EPT with INVEPT",
+                    Missing::Exit(_) => "a required VM-exit control (EFER/PAT switching)",
+                    Missing::Entry(_) => "a required VM-entry control (EFER/PAT loading)",
+                };
+                pr_err!("rkvm: this CPU's VT-x lacks {what} ({m:?}), which rkvm needs\n");
+                Err(ENODEV)
+            }
+        }
     }
 
     fn enabled_on_this_cpu() -> bool {
         cpu::read_cr4() & CR4_VMXE != 0
+    }
+}
+
+/// Reads the capability MSRs `Config::compute` needs.
+fn read_caps() -> Result<CapMsrs> {
+    let basic = cpu::rdmsr_safe(msr::BASIC)?;
+    let (pin, proc, exit, entry) = CapMsrs::control_msrs(basic);
+    let proc = cpu::rdmsr_safe(proc)?;
+    // The secondary controls and EPT capabilities exist only if the
+    // primary controls allow "activate secondary controls".
+    let (proc2, ept_vpid) = if proc & (1 << 63) != 0 {
+        (
+            cpu::rdmsr_safe(msr::PROCBASED_CTLS2)?,
+            cpu::rdmsr_safe(msr::EPT_VPID_CAP).unwrap_or(0),
+        )
+    } else {
+        (0, 0)
+    };
+    Ok(CapMsrs {
+        basic,
+        pin: cpu::rdmsr_safe(pin)?,
+        proc,
+        proc2,
+        exit: cpu::rdmsr_safe(exit)?,
+        entry: cpu::rdmsr_safe(entry)?,
+        ept_vpid,
+        cr0_fixed: (
+            cpu::rdmsr_safe(msr::CR0_FIXED0)?,
+            cpu::rdmsr_safe(msr::CR0_FIXED1)?,
+        ),
+        cr4_fixed: (
+            cpu::rdmsr_safe(msr::CR4_FIXED0)?,
+            cpu::rdmsr_safe(msr::CR4_FIXED1)?,
+        ),
+    })
+}
+
+/// What the module owns while VT-x is its backend: the configuration and
+/// one VMXON region per possible CPU.
+pub(crate) struct VmxHost {
+    _config: KBox<Config>,
+    _vmxon: KVec<Pages>,
+}
+
+static CONFIG: AtomicPtr<Config> = AtomicPtr::new(core::ptr::null_mut());
+static VMXON: AtomicPtr<Pages> = AtomicPtr::new(core::ptr::null_mut());
+static VMXON_LEN: AtomicUsize = AtomicUsize::new(0);
+
+impl VmxHost {
+    /// Computes the configuration and allocates the VMXON regions.
+    pub(crate) fn new() -> Result<Self> {
+        let mut config = KBox::new(
+            Config::compute(&read_caps()?).map_err(|_| ENODEV)?,
+            GFP_KERNEL,
+        )?;
+        let n = cpu::nr_cpu_ids();
+        let mut vmxon = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            vmxon.push(revision_page(config.revision)?, GFP_KERNEL)?;
+        }
+        pr_info!(
+            "rkvm: VT-x revision {:#x}, controls pin {:#x} proc {:#x} proc2 {:#x} exit {:#x} entry {:#x}, vpid {}\n",
+            config.revision,
+            config.pin,
+            config.proc,
+            config.proc2,
+            config.exit,
+            config.entry,
+            config.vpid
+        );
+        VMXON_LEN.store(n, Ordering::Release);
+        VMXON.store(vmxon.as_mut_ptr(), Ordering::Release);
+        CONFIG.store(&mut *config, Ordering::Release);
+        Ok(Self {
+            _config: config,
+            _vmxon: vmxon,
+        })
+    }
+}
+
+impl Drop for VmxHost {
+    fn drop(&mut self) {
+        CONFIG.store(core::ptr::null_mut(), Ordering::Release);
+        VMXON.store(core::ptr::null_mut(), Ordering::Release);
+    }
+}
+
+/// A zeroed page with the VMCS revision identifier in its first word: a
+/// VMXON region or a VMCS.
+pub(crate) fn revision_page(revision: u32) -> Result<Pages> {
+    let mut p = Pages::new(0)?;
+    p.as_bytes_mut()[..4].copy_from_slice(&(revision & 0x7fff_ffff).to_le_bytes());
+    Ok(p)
+}
+
+/// The configuration computed at load.
+pub(crate) fn config() -> Option<&'static Config> {
+    let p = CONFIG.load(Ordering::Acquire);
+    // SAFETY: set by `VmxHost::new` to a box the live host owns; the host
+    // outlives every vCPU (each VM pins the module).
+    (!p.is_null()).then(|| unsafe { &*p })
+}
+
+/// The physical address of `cpu`'s VMXON region.
+pub(crate) fn vmxon_pa(cpu: usize) -> Option<u64> {
+    let p = VMXON.load(Ordering::Acquire);
+    if p.is_null() || cpu >= VMXON_LEN.load(Ordering::Acquire) {
+        return None;
+    }
+    // SAFETY: `p` points at `VMXON_LEN` pages owned by the live host.
+    Some(unsafe { &*p.add(cpu) }.phys())
+}
+
+/// VPIDs in use (bit set); VPID 0 is the host's and never handed out.
+static VPIDS: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+
+/// A virtual-processor identifier, freed when dropped.
+pub(crate) struct Vpid(u16);
+
+impl Vpid {
+    /// Takes a free VPID, or `None` when all 65535 are in use (the vCPU
+    /// then runs with VPID 0, and VM entries flush its translations).
+    pub(crate) fn alloc() -> Option<Self> {
+        for (w, word) in VPIDS.iter().enumerate() {
+            let mut cur = word.load(Ordering::Relaxed);
+            loop {
+                let free = !cur & if w == 0 { !1 } else { !0 };
+                if free == 0 {
+                    break;
+                }
+                let bit = free.trailing_zeros();
+                match word.compare_exchange(
+                    cur,
+                    cur | (1 << bit),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(Self((w * 64) as u16 + bit as u16)),
+                    Err(now) => cur = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// The identifier.
+    pub(crate) fn get(&self) -> u16 {
+        self.0
+    }
+}
+
+impl Drop for Vpid {
+    fn drop(&mut self) {
+        let (w, bit) = (usize::from(self.0 / 64), self.0 % 64);
+        VPIDS[w].fetch_and(!(1 << bit), Ordering::AcqRel);
     }
 }

@@ -516,6 +516,25 @@ impl SvmVcpu {
         self.vmcb.save.cr2 = v;
     }
 
+    /// A checked guest CR0 write. SVM does not intercept CR writes, so
+    /// only a backend-neutral caller gets here; the hardware does the rest.
+    pub(crate) fn set_cr0(&mut self, v: u64) {
+        self.vmcb.save.cr0 = v;
+    }
+
+    /// A checked guest CR4 write (see `set_cr0`).
+    pub(crate) fn set_cr4(&mut self, v: u64) {
+        self.vmcb.save.cr4 = v;
+    }
+
+    /// Nested paging reads the guest's PDPTEs itself: never cached here.
+    pub(crate) fn pae_paging(&self) -> bool {
+        false
+    }
+
+    /// Nothing to cache (see `pae_paging`).
+    pub(crate) fn set_pdptes(&mut self, _p: [u64; 4]) {}
+
     pub(crate) fn cpl(&self) -> u8 {
         self.vmcb.save.cpl
     }

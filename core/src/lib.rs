@@ -32,6 +32,10 @@
 //!   and says what to do next (`Outcome`), or `EmulateError::Unsupported`.
 //! * `memslot.rs`, `uapi.rs`, `vmcb.rs` — self-contained: memory-slot
 //!   rules, the KVM UAPI structs and the SVM VMCB, with layout asserts.
+//! * `vmcs.rs` — uses `super::x86` for CR bits. The Intel VMCS model:
+//!   typed field encodings, control bits and their computation from the
+//!   capability MSRs (`Config::compute`), EPT entries, exit reasons and
+//!   exit-qualification decoding.
 //! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
 //!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
 //! * `x86.rs` — uses `super::cpuid::GuestCaps`, so it must be a sibling of
@@ -59,4 +63,5 @@ pub mod memslot;
 pub mod paging;
 pub mod uapi;
 pub mod vmcb;
+pub mod vmcs;
 pub mod x86;

@@ -903,3 +903,99 @@ mod tests {
         }
     }
 }
+
+/// The vCPU state a guest's MOV to CR0 or CR4 is checked against.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrState {
+    /// CR0 as the guest sees it.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4 as the guest sees it.
+    pub cr4: u64,
+    /// EFER.
+    pub efer: u64,
+    /// CS.L.
+    pub cs_l: bool,
+}
+
+/// What a guest's MOV to CR0 or CR4 does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrWrite {
+    /// #GP(0): the write is refused and nothing changes.
+    Gp,
+    /// Load `value`; if `load_pdptes`, first read the PAE PDPTEs at CR3
+    /// and turn the write into #GP if one is invalid ([`pdpte_valid`]).
+    Set {
+        /// The value to load.
+        value: u64,
+        /// The PDPTEs must be (re)loaded.
+        load_pdptes: bool,
+    },
+}
+
+/// CR0 bits whose change makes PAE paging reload the PDPTEs.
+const CR0_PDPTR_BITS: u64 = CR0_CD | CR0_NW | CR0_PG;
+/// CR4 bits whose change makes PAE paging reload the PDPTEs.
+const CR4_PDPTR_BITS: u64 = CR4_PGE | CR4_PSE | CR4_PAE | CR4_SMEP;
+
+/// `kvm_set_cr0` for a guest MOV to CR0 (or CLTS/LMSW turned into one).
+pub fn guest_set_cr0(cr0: u64, s: &CrState) -> CrWrite {
+    if !valid_cr0(cr0) {
+        return CrWrite::Gp;
+    }
+    let cr0 = (cr0 | CR0_ET) & CR0_KNOWN_BITS;
+    let lme = s.efer & EFER_LME != 0;
+    let pae = s.cr4 & CR4_PAE != 0;
+    // Turning paging on with LME enters long mode: needs PAE and a
+    // CS that is not already 64-bit.
+    if lme && s.cr0 & CR0_PG == 0 && cr0 & CR0_PG != 0 && (!pae || s.cs_l) {
+        return CrWrite::Gp;
+    }
+    let load_pdptes = !lme && cr0 & CR0_PG != 0 && pae && (cr0 ^ s.cr0) & CR0_PDPTR_BITS != 0;
+    let long64 = s.efer & EFER_LMA != 0 && s.cs_l;
+    if cr0 & CR0_PG == 0 && (long64 || s.cr4 & CR4_PCIDE != 0) {
+        return CrWrite::Gp;
+    }
+    if cr0 & CR0_WP == 0 && s.cr4 & CR4_CET != 0 {
+        return CrWrite::Gp;
+    }
+    CrWrite::Set {
+        value: cr0,
+        load_pdptes,
+    }
+}
+
+/// `kvm_set_cr4` for a guest MOV to CR4.
+pub fn guest_set_cr4(cr4: u64, s: &CrState, caps: &GuestCaps, host_cr4_supported: u64) -> CrWrite {
+    if !valid_cr4(cr4, caps, host_cr4_supported) {
+        return CrWrite::Gp;
+    }
+    let mut load_pdptes = false;
+    if s.efer & EFER_LMA != 0 {
+        if cr4 & CR4_PAE == 0 || (cr4 ^ s.cr4) & CR4_LA57 != 0 {
+            return CrWrite::Gp;
+        }
+    } else if s.cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && (cr4 ^ s.cr4) & CR4_PDPTR_BITS != 0 {
+        load_pdptes = true;
+    }
+    if cr4 & CR4_PCIDE != 0
+        && s.cr4 & CR4_PCIDE == 0
+        && (s.cr3 & 0xfff != 0 || s.efer & EFER_LMA == 0)
+    {
+        return CrWrite::Gp;
+    }
+    if cr4 & CR4_CET != 0 && s.cr0 & CR0_WP == 0 {
+        return CrWrite::Gp;
+    }
+    CrWrite::Set {
+        value: cr4,
+        load_pdptes,
+    }
+}
+
+/// Whether a PAE page-directory-pointer entry may be loaded: a present
+/// entry must have bits 2:1 and 8:5 and the bits above `maxphyaddr` clear.
+pub fn pdpte_valid(pdpte: u64, maxphyaddr: u8) -> bool {
+    pdpte & 1 == 0 || pdpte & (0x1e6 | reserved_gpa_bits(maxphyaddr)) == 0
+}

@@ -313,7 +313,6 @@ fn field_new_rejects_reserved_bit_15() {
 /// bits 31:15 (Bochs: `VMCS_ENCODING_RESERVED_BITS = 0xffff9000`).
 #[test]
 #[should_panic(expected = "reserved encoding bits")]
-#[ignore = "bug: Field::new checks reserved bits 31:15 but not reserved bit 12"]
 fn field_new_rejects_reserved_bit_12() {
     let _ = Field::<W16>::new(std::hint::black_box(0x1000));
 }
@@ -898,6 +897,7 @@ fn expected(revision: u32, proc2: u32, cr4_fixed1: u64) -> Config {
         entry: TRUE_ENTRY,
         vpid: true,
         invept_type: 1,
+        invvpid_type: 1,
         ept_2m: true,
         cr0_fixed0: 0x8000_0021,
         cr0_fixed1: 0xffff_ffff,
@@ -1662,7 +1662,6 @@ fn access_rights_unusable() {
 /// SS is unusable, and becomes the CPL; 27.3.2: it is saved likewise. A
 /// 64-bit guest at CPL 1 or 2 may run with a null (unusable) SS.
 #[test]
-#[ignore = "bug: AccessRights::pack returns bare 0x10000 for an unusable segment, dropping SS.DPL (the CPL)"]
 fn unusable_ss_keeps_its_dpl() {
     for dpl in 0u8..4 {
         let ss = AccessRights {
