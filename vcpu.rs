@@ -336,6 +336,7 @@ impl Vcpu {
                 self.emulate(vm, inner, &insn, None)
             }
             Exit::DrAccess => self.debug_register(vm, inner),
+            Exit::InvalidOpcode => self.invalid_opcode(vm, inner),
             Exit::CrWrite {
                 cr,
                 value,
@@ -536,28 +537,7 @@ impl Vcpu {
 
     /// Reads and decodes the instruction at CS:RIP.
     fn fetch_insn(&self, vm: &Vm, inner: &mut Inner) -> core::result::Result<Insn, Result<Flow>> {
-        let linear = inner
-            .arch
-            .segment_base(Segment::Cs)
-            .wrapping_add(inner.arch.rip());
-        let mut bytes = [0u8; 15];
-        let mut n = 0;
-        while n < 15 {
-            let a = linear.wrapping_add(n as u64);
-            let chunk = (4096 - (a & 0xfff) as usize).min(15 - n);
-            match translate(
-                vm,
-                &inner.arch,
-                a,
-                Access::FETCH.user(inner.arch.cpl() == 3),
-            ) {
-                Ok(gpa) => match vm.read_guest(gpa, &mut bytes[n..n + chunk]) {
-                    Ok(true) => n += chunk,
-                    _ => break,
-                },
-                Err(_) => break,
-            }
-        }
+        let (bytes, n) = fetch_bytes(vm, inner);
         match decode::decode(&bytes[..n], inner.arch.mode(), cpu_vendor()) {
             Ok(i) => Ok(i),
             Err(_) => {
@@ -568,6 +548,25 @@ impl Vcpu {
                 Err(self.internal_error(inner, internal::EMULATION, &data))
             }
         }
+    }
+
+    /// An intercepted #UD: VMMCALL (AMD's hypercall, which Intel CPUs do
+    /// not know) is a hypercall as on AMD, as KVM makes it; anything else
+    /// gets its #UD.
+    fn invalid_opcode(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
+        let (b, n) = fetch_bytes(vm, inner);
+        if n >= 3 && b[..3] == [0x0f, 0x01, 0xd9] {
+            let next = inner.arch.rip().wrapping_add(3);
+            return self.handle_exit(
+                vm,
+                inner,
+                Exit::Hypercall {
+                    next_rip: Some(next),
+                },
+            );
+        }
+        inner.arch.inject_exception(UD_VECTOR, None);
+        Ok(Flow::Resume)
     }
 
     /// Emulates `insn` (an MMIO access); `resume` carries MMIO read data.
@@ -979,6 +978,34 @@ impl Vcpu {
         }
         Ok(n as isize)
     }
+}
+
+/// Up to 15 instruction bytes at CS:RIP, through the guest's page tables;
+/// fewer if the instruction crosses into an unmapped or non-RAM page.
+fn fetch_bytes(vm: &Vm, inner: &Inner) -> ([u8; 15], usize) {
+    let linear = inner
+        .arch
+        .segment_base(Segment::Cs)
+        .wrapping_add(inner.arch.rip());
+    let mut bytes = [0u8; 15];
+    let mut n = 0;
+    while n < 15 {
+        let a = linear.wrapping_add(n as u64);
+        let chunk = (4096 - (a & 0xfff) as usize).min(15 - n);
+        match translate(
+            vm,
+            &inner.arch,
+            a,
+            Access::FETCH.user(inner.arch.cpl() == 3),
+        ) {
+            Ok(gpa) => match vm.read_guest(gpa, &mut bytes[n..n + chunk]) {
+                Ok(true) => n += chunk,
+                _ => break,
+            },
+            Err(_) => break,
+        }
+    }
+    (bytes, n)
 }
 
 /// The CPU vendor whose instruction semantics the emulator follows.

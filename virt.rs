@@ -107,6 +107,8 @@ pub(crate) enum Exit {
     /// MOV to or from a debug register (emulated: the guest's DR0-3 are
     /// never loaded into the hardware, which holds the host's).
     DrAccess,
+    /// An intercepted #UD (VT-x: VMMCALL is emulated, as KVM does).
+    InvalidOpcode,
     /// VMMCALL/VMCALL.
     Hypercall { next_rip: Option<u64> },
     /// An instruction KVM treats as a no-op (MONITOR, MWAIT, INVD).

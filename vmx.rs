@@ -85,6 +85,7 @@ fn read_caps() -> Result<CapMsrs> {
         exit: cpu::rdmsr_safe(exit)?,
         entry: cpu::rdmsr_safe(entry)?,
         ept_vpid,
+        misc: cpu::rdmsr_safe(msr::MISC).unwrap_or(0),
         cr0_fixed: (
             cpu::rdmsr_safe(msr::CR0_FIXED0)?,
             cpu::rdmsr_safe(msr::CR0_FIXED1)?,

@@ -112,7 +112,9 @@ void rkvm_vmx_host_save(struct rkvm_vmx_host *h)
 	rdmsrq(MSR_IA32_SYSENTER_EIP, h->sysenter_eip);
 	rdmsrq(MSR_EFER, h->efer);
 	rdmsrq(MSR_IA32_CR_PAT, h->pat);
-	rdmsrq(MSR_IA32_DEBUGCTLMSR, h->debugctl);
+	/* Not every (emulated) CPU has DEBUGCTL: then there is nothing to restore. */
+	if (rdmsrq_safe(MSR_IA32_DEBUGCTLMSR, &h->debugctl))
+		h->debugctl = 0;
 	get_debugreg(h->dr7, 7);
 }
 

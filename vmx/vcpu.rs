@@ -79,7 +79,8 @@ const HOST_MSR_LIST: usize = 2048;
 const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
 const NMI_VECTOR: u32 = 2;
-/// #AC is intercepted so that a guest whose #AC delivery itself raises #AC
+/// #UD is intercepted for VMMCALL, which KVM runs as a hypercall on Intel
+/// too. #AC is intercepted so that a guest whose #AC delivery itself raises #AC
 /// (CVE-2015-5307) exits instead of hanging the CPU in microcode.
 const AC_VECTOR: u8 = 17;
 
@@ -258,10 +259,6 @@ impl VmxVcpu {
         self.apic_base = 0xfee0_0000 | (1 << 11) | if vcpu_id == 0 { 1 << 8 } else { 0 };
     }
 
-    fn vpid(&self) -> u16 {
-        self.vpid.as_ref().map_or(0, Vpid::get)
-    }
-
     /// Runs the guest once and says why it stopped. `root` is the EPT root;
     /// `running` is where the vCPU publishes the CPU it is in guest mode on
     /// (for kicks); `tlb_gen` is the VM's TLB generation.
@@ -345,9 +342,26 @@ impl VmxVcpu {
     fn write_vmcs(&mut self, r: &Root<'_>, h: &HostState, eptp: u64) {
         let c = &self.cfg;
         // Controls.
-        r.write(f::PIN_CONTROLS, c.pin);
+        // The preemption timer only for entries with IF clear (see
+        // `PREEMPTION_TSC_TICKS`).
+        let timer = c.preemption_timer != 0 && self.g.rflags & (1 << 9) == 0;
+        r.write(
+            f::PIN_CONTROLS,
+            if timer {
+                c.pin
+            } else {
+                c.pin & !crate::vmcs::pin::PREEMPTION_TIMER
+            },
+        );
         r.write(f::PROC_CONTROLS, c.proc);
-        r.write(f::PROC_CONTROLS2, c.proc2);
+        // Without a VPID of its own (all 65535 taken) the vCPU runs with
+        // VPID 0: VPIDs off, so entries and exits flush its translations.
+        let proc2 = if self.vpid.is_some() {
+            c.proc2
+        } else {
+            c.proc2 & !crate::vmcs::proc2::ENABLE_VPID
+        };
+        r.write(f::PROC_CONTROLS2, proc2);
         r.write(f::EXIT_CONTROLS, c.exit);
         let ia32e = if self.g.efer & EFER_LMA != 0 {
             crate::vmcs::entry_ctl::IA32E_MODE
@@ -355,7 +369,7 @@ impl VmxVcpu {
             0
         };
         r.write(f::ENTRY_CONTROLS, c.entry | ia32e);
-        r.write(f::EXCEPTION_BITMAP, 1 << AC_VECTOR);
+        r.write(f::EXCEPTION_BITMAP, (1 << AC_VECTOR) | (1 << UD_VECTOR));
         r.write(f::CR3_TARGET_COUNT, 0);
         r.write(f::MSR_BITMAP, self.msr_bitmap.phys());
         let lists = self.msr_lists.phys();
@@ -369,10 +383,13 @@ impl VmxVcpu {
         // KERNEL_GS_BASE is the host task's (its user GS base).
         self.msr_lists.as_u64s()[HOST_MSR_LIST / 8 + 1] = h.kernel_gs_base;
         r.write(f::EPT_POINTER, eptp);
-        if c.vpid {
-            r.write(f::VPID, self.vpid());
+        if let Some(v) = &self.vpid {
+            r.write(f::VPID, v.get());
         }
         r.write(f::TSC_OFFSET, self.tsc_offset);
+        if timer {
+            r.write(f::PREEMPTION_TIMER_VALUE, c.preemption_timer);
+        }
         // Every CR0/CR4 bit is the host's: guest writes that change one
         // exit, reads come from the shadows.
         r.write(f::CR0_GUEST_HOST_MASK, u64::MAX);
@@ -617,6 +634,8 @@ impl VmxVcpu {
                 let vector = x.intr_info & 0xff;
                 if x.intr_info & intr::TYPE_MASK == intr::TYPE_NMI || vector == NMI_VECTOR {
                     Exit::Resume
+                } else if vector == u32::from(UD_VECTOR) {
+                    Exit::InvalidOpcode
                 } else if vector == u32::from(AC_VECTOR) {
                     Exit::Exception {
                         vector: AC_VECTOR,
@@ -626,7 +645,9 @@ impl VmxVcpu {
                     Exit::Unexpected(u64::from(x.reason))
                 }
             }
-            reason::EXTERNAL_INTERRUPT | reason::INIT | reason::SIPI => Exit::Resume,
+            reason::EXTERNAL_INTERRUPT | reason::INIT | reason::SIPI | reason::PREEMPTION_TIMER => {
+                Exit::Resume
+            }
             reason::TRIPLE_FAULT => Exit::Shutdown,
             reason::IO => {
                 let io = IoQual::decode(q);
@@ -733,6 +754,9 @@ impl VmxVcpu {
 
     /// Queues an exception for the next entry.
     pub(crate) fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        // Real-mode exceptions push no error code, and VM entry refuses
+        // one there (KVM drops it the same way).
+        let error_code = error_code.filter(|_| self.g.cr0 & 1 != 0);
         self.event = (
             intr::exception(vector, error_code.is_some()),
             error_code.unwrap_or(0),

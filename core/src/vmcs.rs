@@ -202,6 +202,7 @@ pub mod field {
     pub const GUEST_INTERRUPTIBILITY: Field<W32> = Field::new(0x4824);
     pub const GUEST_ACTIVITY_STATE: Field<W32> = Field::new(0x4826);
     pub const GUEST_SYSENTER_CS: Field<W32> = Field::new(0x482a);
+    pub const PREEMPTION_TIMER_VALUE: Field<W32> = Field::new(0x482e);
     pub const HOST_SYSENTER_CS: Field<W32> = Field::new(0x4c00);
 
     pub const CR0_GUEST_HOST_MASK: Field<WNat> = Field::new(0x6000);
@@ -258,6 +259,8 @@ pub mod msr {
     pub const EXIT_CTLS: u32 = 0x483;
     /// IA32_VMX_ENTRY_CTLS.
     pub const ENTRY_CTLS: u32 = 0x484;
+    /// IA32_VMX_MISC.
+    pub const MISC: u32 = 0x485;
     /// IA32_VMX_CR0_FIXED0.
     pub const CR0_FIXED0: u32 = 0x486;
     /// IA32_VMX_CR0_FIXED1.
@@ -291,6 +294,8 @@ pub mod pin {
     pub const EXT_INTR_EXITING: u32 = 1 << 0;
     /// NMIs cause VM exits.
     pub const NMI_EXITING: u32 = 1 << 3;
+    /// The VMX-preemption timer counts down in the guest and exits at 0.
+    pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
 /// Primary processor-based VM-execution controls.
@@ -470,6 +475,8 @@ pub struct CapMsrs {
     pub entry: u64,
     /// IA32_VMX_EPT_VPID_CAP (0 without the secondary controls).
     pub ept_vpid: u64,
+    /// IA32_VMX_MISC (bits 4:0: the preemption timer's TSC shift).
+    pub misc: u64,
     /// IA32_VMX_CR0_FIXED0/1.
     pub cr0_fixed: (u64, u64),
     /// IA32_VMX_CR4_FIXED0/1.
@@ -519,6 +526,15 @@ pub enum Missing {
     Entry(u32),
 }
 
+/// How soon (in TSC ticks: about 0.2 ms at 3 GHz) the VMX-preemption
+/// timer makes a guest exit when it is entered with RFLAGS.IF clear.
+/// External interrupts exit the guest anyway on real CPUs; the timer is a
+/// backstop for Bochs 2.7, which re-evaluates interrupt masking at VM entry
+/// only when IF changes, so that with the host's IF clear (rkvm enters with
+/// interrupts off) and the guest's IF clear, host interrupts never exit a
+/// spinning guest. Entries with IF set do not arm the timer.
+pub const PREEMPTION_TSC_TICKS: u64 = 1 << 19;
+
 /// How rkvm runs guests on this CPU, computed once at load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -546,6 +562,9 @@ pub struct Config {
     pub invvpid_type: u64,
     /// 2 MiB EPT pages.
     pub ept_2m: bool,
+    /// The VMX-preemption timer value that makes a running guest exit
+    /// after about [`PREEMPTION_TSC_TICKS`] TSC ticks; 0 without the timer.
+    pub preemption_timer: u32,
     /// CR0 bits that must be 1 in VMX operation (guest: minus PE and PG,
     /// with unrestricted guest).
     pub cr0_fixed0: u64,
@@ -565,8 +584,12 @@ impl Config {
         if basic.region_size > 4096 || basic.region_size == 0 || !basic.write_back {
             return Err(Missing::VmcsRegion);
         }
-        let pin = adjust_controls(c.pin, pin::EXT_INTR_EXITING | pin::NMI_EXITING, 0)
-            .map_err(Missing::Pin)?;
+        let pin = adjust_controls(
+            c.pin,
+            pin::EXT_INTR_EXITING | pin::NMI_EXITING,
+            pin::PREEMPTION_TIMER,
+        )
+        .map_err(Missing::Pin)?;
         let proc = adjust_controls(
             c.proc,
             proc::HLT_EXITING
@@ -652,6 +675,11 @@ impl Config {
                 2
             },
             ept_2m: ev & ept_cap::PAGE_2M != 0,
+            preemption_timer: if pin & pin::PREEMPTION_TIMER != 0 {
+                (PREEMPTION_TSC_TICKS >> (c.misc & 0x1f)) as u32
+            } else {
+                0
+            },
             cr0_fixed0: c.cr0_fixed.0,
             cr0_fixed1: c.cr0_fixed.1,
             cr4_fixed0: c.cr4_fixed.0,
@@ -756,6 +784,7 @@ pub mod reason {
     pub const MWAIT: u16 = 36;
     pub const MONITOR: u16 = 39;
     pub const MACHINE_CHECK: u16 = 41;
+    pub const PREEMPTION_TIMER: u16 = 52;
     pub const EPT_VIOLATION: u16 = 48;
     pub const EPT_MISCONFIG: u16 = 49;
     pub const INVEPT: u16 = 50;

@@ -142,6 +142,7 @@ fn field_table() -> Vec<Row> {
         GUEST_INTERRUPTIBILITY = 0x4824, WID32, GUEST; // GUEST_INTERRUPTIBILITY_INFO
         GUEST_ACTIVITY_STATE = 0x4826, WID32, GUEST;
         GUEST_SYSENTER_CS = 0x482a, WID32, GUEST;
+        PREEMPTION_TIMER_VALUE = 0x482e, WID32, GUEST;
         HOST_SYSENTER_CS = 0x4c00, WID32, HOST; // HOST_IA32_SYSENTER_CS
 
         CR0_GUEST_HOST_MASK = 0x6000, WIDNAT, CONTROL;
@@ -789,6 +790,7 @@ fn caps(d: Dump) -> CapMsrs {
         exit: rd(x),
         entry: rd(e),
         ept_vpid,
+        misc: rdmsr(d, 0x485).unwrap_or(0),
         cr0_fixed: (rd(0x486), rd(0x487)),
         cr4_fixed: (rd(0x488), rd(0x489)),
     }
@@ -886,11 +888,26 @@ const TRUE_ENTRY: u32 = 0xd1ff; // 0xc004 | 0x11fb
 const PROC2_ALL: u32 = 0x10aa; // EPT, RDTSCP, VPID, UG, INVPCID
 const PROC2_NO_INVPCID: u32 = 0xaa;
 
-fn expected(revision: u32, proc2: u32, cr4_fixed1: u64) -> Config {
+/// The preemption-timer bit and value rkvm picks when the CPU has the
+/// timer: the bit is optional, the value is `PREEMPTION_TSC_TICKS` scaled
+/// by IA32_VMX_MISC's rate.
+fn timer(k: &CapMsrs) -> (u32, u32) {
+    if (k.pin >> 32) as u32 & pin::PREEMPTION_TIMER != 0 {
+        (
+            pin::PREEMPTION_TIMER,
+            (vmcs::PREEMPTION_TSC_TICKS >> (k.misc & 0x1f)) as u32,
+        )
+    } else {
+        (0, 0)
+    }
+}
+
+fn expected(k: &CapMsrs, revision: u32, proc2: u32, cr4_fixed1: u64) -> Config {
+    let (timer_bit, timer_value) = timer(k);
     Config {
         revision,
         ins_outs_info: true,
-        pin: TRUE_PIN,
+        pin: TRUE_PIN | timer_bit,
         proc: TRUE_PROC,
         proc2,
         exit: TRUE_EXIT,
@@ -899,6 +916,7 @@ fn expected(revision: u32, proc2: u32, cr4_fixed1: u64) -> Config {
         invept_type: 1,
         invvpid_type: 1,
         ept_2m: true,
+        preemption_timer: timer_value,
         cr0_fixed0: 0x8000_0021,
         cr0_fixed1: 0xffff_ffff,
         cr4_fixed0: 0x2000,
@@ -913,7 +931,7 @@ fn skylake_i7_6700k() {
     assert_eq!(k.proc, 0xfff9_fffe_0400_6172);
     let c = Config::compute(&k).unwrap();
     assert_usable(&c, &k);
-    assert_eq!(c, expected(4, PROC2_ALL, 0x0037_27ff));
+    assert_eq!(c, expected(&k, 4, PROC2_ALL, 0x0037_27ff));
 }
 
 #[test]
@@ -921,7 +939,7 @@ fn broadwell_i7_5600u() {
     let k = caps(BROADWELL_5600U);
     let c = Config::compute(&k).unwrap();
     assert_usable(&c, &k);
-    assert_eq!(c, expected(0x12, PROC2_ALL, 0x0037_67ff));
+    assert_eq!(c, expected(&k, 0x12, PROC2_ALL, 0x0037_67ff));
 }
 
 #[test]
@@ -931,7 +949,7 @@ fn ivy_bridge_i5_3570() {
     assert_usable(&c, &k);
     // No INVPCID control on Ivy Bridge: the optional bit is dropped.
     assert_eq!(c.proc2 & proc2::ENABLE_INVPCID, 0);
-    assert_eq!(c, expected(0x10, PROC2_NO_INVPCID, 0x0017_67ff));
+    assert_eq!(c, expected(&k, 0x10, PROC2_NO_INVPCID, 0x0017_67ff));
 }
 
 #[test]
@@ -939,7 +957,7 @@ fn silvermont_pentium_n3530() {
     let k = caps(SILVERMONT_N3530);
     let c = Config::compute(&k).unwrap();
     assert_usable(&c, &k);
-    assert_eq!(c, expected(2, PROC2_NO_INVPCID, 0x0010_27ff));
+    assert_eq!(c, expected(&k, 2, PROC2_NO_INVPCID, 0x0010_27ff));
 }
 
 #[test]
@@ -949,7 +967,7 @@ fn bochs_corei7_skylake_x() {
     let c = Config::compute(&k).unwrap();
     assert_usable(&c, &k);
     // Bochs has no monitor trap flag (bit 27), which rkvm does not use.
-    assert_eq!(c, expected(0x2b, PROC2_ALL, 0x0037_27ff));
+    assert_eq!(c, expected(&k, 0x2b, PROC2_ALL, 0x0037_27ff));
 }
 
 #[test]
@@ -1004,7 +1022,10 @@ fn legacy_msrs_keep_cr3_exiting() {
     assert_eq!(c.proc & CR3_EXITING, CR3_EXITING);
     assert_eq!(c.proc, TRUE_PROC | CR3_EXITING);
     assert_eq!(c.proc, 0xb599_edfa);
-    assert_eq!((c.pin, c.exit, c.entry), (TRUE_PIN, TRUE_EXIT, TRUE_ENTRY));
+    assert_eq!(
+        (c.pin, c.exit, c.entry),
+        (TRUE_PIN | timer(&k).0, TRUE_EXIT, TRUE_ENTRY)
+    );
 }
 
 // Synthetic capability values: a Skylake with one thing taken away.
