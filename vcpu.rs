@@ -551,11 +551,13 @@ impl Vcpu {
     }
 
     /// An intercepted #UD: VMMCALL (AMD's hypercall, which Intel CPUs do
-    /// not know) is a hypercall as on AMD, as KVM makes it; anything else
-    /// gets its #UD.
+    /// not know) is a hypercall in protected mode, as KVM's emulator makes
+    /// it (KVM also rewrites it to VMCALL in guest memory; rkvm leaves the
+    /// guest's code alone); anything else gets its #UD.
     fn invalid_opcode(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
         let (b, n) = fetch_bytes(vm, inner);
-        if n >= 3 && b[..3] == [0x0f, 0x01, 0xd9] {
+        let protected = inner.arch.cr0() & 1 != 0 && inner.arch.rflags() & (1 << 17) == 0;
+        if protected && n >= 3 && b[..3] == [0x0f, 0x01, 0xd9] {
             let next = inner.arch.rip().wrapping_add(3);
             return self.handle_exit(
                 vm,

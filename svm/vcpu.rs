@@ -405,8 +405,8 @@ impl SvmVcpu {
         match n {
             0..=3 => self.db[usize::from(n)] = v,
             // Reserved bits read as set, as the hardware keeps them.
-            6 => self.vmcb.save.dr6 = (v & 0xf00f) | 0xffff_0ff0,
-            _ => self.vmcb.save.dr7 = (v & 0xffff_2bff) | 0x400,
+            6 => self.vmcb.save.dr6 = crate::x86::dr6_fixed(v),
+            _ => self.vmcb.save.dr7 = crate::x86::dr7_fixed(v),
         }
     }
 
@@ -448,8 +448,7 @@ impl SvmVcpu {
                 self.set_efer(v);
             }
             MSR_PAT => {
-                // Each byte must be a valid memory type (0, 1, 4, 5, 6, 7).
-                if (0..8).any(|i| matches!((v >> (i * 8)) & 0xff, 2 | 3 | 8..=0xff)) {
+                if !crate::x86::valid_pat(v) {
                     return Err(EINVAL);
                 }
                 self.vmcb.save.g_pat = v;
@@ -562,34 +561,11 @@ impl SvmVcpu {
     }
 
     pub(crate) fn regs(&self) -> KvmRegs {
-        let g = &self.gprs;
-        KvmRegs {
-            rax: g[0],
-            rcx: g[1],
-            rdx: g[2],
-            rbx: g[3],
-            rsp: g[4],
-            rbp: g[5],
-            rsi: g[6],
-            rdi: g[7],
-            r8: g[8],
-            r9: g[9],
-            r10: g[10],
-            r11: g[11],
-            r12: g[12],
-            r13: g[13],
-            r14: g[14],
-            r15: g[15],
-            rip: self.vmcb.save.rip,
-            rflags: self.vmcb.save.rflags,
-        }
+        KvmRegs::from_gprs(&self.gprs, self.vmcb.save.rip, self.vmcb.save.rflags)
     }
 
     pub(crate) fn set_regs(&mut self, r: &KvmRegs) {
-        self.gprs = [
-            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
-            r.r12, r.r13, r.r14, r.r15,
-        ];
+        self.gprs = r.gprs();
         self.vmcb.save.rip = r.rip;
         self.vmcb.save.rflags = r.rflags | 2;
     }

@@ -24,7 +24,7 @@ use crate::{
     virt::{Exit, IoExit},
     vmcs::{
         ept, field as f, ins_outs_info, intr, msr_bitmap_bits, reason, AccessRights, Config,
-        CrAccess, IoQual,
+        CrAccess, Field, IoQual, WNat, W16, W32,
     },
     x86::{CR0_PG, CR4_PAE, EFER_LMA, EFER_LME, EFER_NX, EFER_SCE},
 };
@@ -106,6 +106,60 @@ const FS: usize = 4;
 const GS: usize = 5;
 const LDTR: usize = 6;
 const TR: usize = 7;
+
+/// The VMCS fields of each segment register (selector, base, limit,
+/// access rights), in the order above.
+type SegFields = (Field<W16>, Field<WNat>, Field<W32>, Field<W32>);
+const SEG_FIELDS: [SegFields; 8] = [
+    (
+        f::GUEST_ES_SELECTOR,
+        f::GUEST_ES_BASE,
+        f::GUEST_ES_LIMIT,
+        f::GUEST_ES_AR,
+    ),
+    (
+        f::GUEST_CS_SELECTOR,
+        f::GUEST_CS_BASE,
+        f::GUEST_CS_LIMIT,
+        f::GUEST_CS_AR,
+    ),
+    (
+        f::GUEST_SS_SELECTOR,
+        f::GUEST_SS_BASE,
+        f::GUEST_SS_LIMIT,
+        f::GUEST_SS_AR,
+    ),
+    (
+        f::GUEST_DS_SELECTOR,
+        f::GUEST_DS_BASE,
+        f::GUEST_DS_LIMIT,
+        f::GUEST_DS_AR,
+    ),
+    (
+        f::GUEST_FS_SELECTOR,
+        f::GUEST_FS_BASE,
+        f::GUEST_FS_LIMIT,
+        f::GUEST_FS_AR,
+    ),
+    (
+        f::GUEST_GS_SELECTOR,
+        f::GUEST_GS_BASE,
+        f::GUEST_GS_LIMIT,
+        f::GUEST_GS_AR,
+    ),
+    (
+        f::GUEST_LDTR_SELECTOR,
+        f::GUEST_LDTR_BASE,
+        f::GUEST_LDTR_LIMIT,
+        f::GUEST_LDTR_AR,
+    ),
+    (
+        f::GUEST_TR_SELECTOR,
+        f::GUEST_TR_BASE,
+        f::GUEST_TR_LIMIT,
+        f::GUEST_TR_AR,
+    ),
+];
 
 /// The guest state rkvm keeps while the VMCS is not current.
 #[derive(Clone, Copy, Debug, Default)]
@@ -428,57 +482,7 @@ impl VmxVcpu {
 
         // Guest state.
         let g = &self.g;
-        let segs = [
-            (
-                f::GUEST_ES_SELECTOR,
-                f::GUEST_ES_BASE,
-                f::GUEST_ES_LIMIT,
-                f::GUEST_ES_AR,
-            ),
-            (
-                f::GUEST_CS_SELECTOR,
-                f::GUEST_CS_BASE,
-                f::GUEST_CS_LIMIT,
-                f::GUEST_CS_AR,
-            ),
-            (
-                f::GUEST_SS_SELECTOR,
-                f::GUEST_SS_BASE,
-                f::GUEST_SS_LIMIT,
-                f::GUEST_SS_AR,
-            ),
-            (
-                f::GUEST_DS_SELECTOR,
-                f::GUEST_DS_BASE,
-                f::GUEST_DS_LIMIT,
-                f::GUEST_DS_AR,
-            ),
-            (
-                f::GUEST_FS_SELECTOR,
-                f::GUEST_FS_BASE,
-                f::GUEST_FS_LIMIT,
-                f::GUEST_FS_AR,
-            ),
-            (
-                f::GUEST_GS_SELECTOR,
-                f::GUEST_GS_BASE,
-                f::GUEST_GS_LIMIT,
-                f::GUEST_GS_AR,
-            ),
-            (
-                f::GUEST_LDTR_SELECTOR,
-                f::GUEST_LDTR_BASE,
-                f::GUEST_LDTR_LIMIT,
-                f::GUEST_LDTR_AR,
-            ),
-            (
-                f::GUEST_TR_SELECTOR,
-                f::GUEST_TR_BASE,
-                f::GUEST_TR_LIMIT,
-                f::GUEST_TR_AR,
-            ),
-        ];
-        for (s, (sel, base, limit, ar)) in g.seg.iter().zip(segs) {
+        for (s, (sel, base, limit, ar)) in g.seg.iter().zip(SEG_FIELDS) {
             r.write(sel, s.selector);
             r.write(base, s.base);
             r.write(limit, s.limit);
@@ -530,57 +534,7 @@ impl VmxVcpu {
             return;
         }
         let g = &mut self.g;
-        let segs = [
-            (
-                f::GUEST_ES_SELECTOR,
-                f::GUEST_ES_BASE,
-                f::GUEST_ES_LIMIT,
-                f::GUEST_ES_AR,
-            ),
-            (
-                f::GUEST_CS_SELECTOR,
-                f::GUEST_CS_BASE,
-                f::GUEST_CS_LIMIT,
-                f::GUEST_CS_AR,
-            ),
-            (
-                f::GUEST_SS_SELECTOR,
-                f::GUEST_SS_BASE,
-                f::GUEST_SS_LIMIT,
-                f::GUEST_SS_AR,
-            ),
-            (
-                f::GUEST_DS_SELECTOR,
-                f::GUEST_DS_BASE,
-                f::GUEST_DS_LIMIT,
-                f::GUEST_DS_AR,
-            ),
-            (
-                f::GUEST_FS_SELECTOR,
-                f::GUEST_FS_BASE,
-                f::GUEST_FS_LIMIT,
-                f::GUEST_FS_AR,
-            ),
-            (
-                f::GUEST_GS_SELECTOR,
-                f::GUEST_GS_BASE,
-                f::GUEST_GS_LIMIT,
-                f::GUEST_GS_AR,
-            ),
-            (
-                f::GUEST_LDTR_SELECTOR,
-                f::GUEST_LDTR_BASE,
-                f::GUEST_LDTR_LIMIT,
-                f::GUEST_LDTR_AR,
-            ),
-            (
-                f::GUEST_TR_SELECTOR,
-                f::GUEST_TR_BASE,
-                f::GUEST_TR_LIMIT,
-                f::GUEST_TR_AR,
-            ),
-        ];
-        for (s, (sel, base, limit, ar)) in g.seg.iter_mut().zip(segs) {
+        for (s, (sel, base, limit, ar)) in g.seg.iter_mut().zip(SEG_FIELDS) {
             s.selector = r.read(sel);
             s.base = r.read(base);
             s.limit = r.read(limit);
@@ -778,8 +732,8 @@ impl VmxVcpu {
         match n {
             0..=3 => self.db[usize::from(n)] = v,
             // Reserved bits read as set, as the hardware keeps them.
-            6 => self.dr6 = (v & 0xf00f) | 0xffff_0ff0,
-            _ => self.dr7 = (v & 0xffff_2bff) | 0x400,
+            6 => self.dr6 = crate::x86::dr6_fixed(v),
+            _ => self.dr7 = crate::x86::dr7_fixed(v),
         }
     }
 
@@ -836,8 +790,7 @@ impl VmxVcpu {
                 self.g.efer = (v & !EFER_LMA) | (self.g.efer & EFER_LMA);
             }
             MSR_PAT => {
-                // Each byte must be a valid memory type (0, 1, 4, 5, 6, 7).
-                if (0..8).any(|i| matches!((v >> (i * 8)) & 0xff, 2 | 3 | 8..=0xff)) {
+                if !crate::x86::valid_pat(v) {
                     return Err(EINVAL);
                 }
                 self.g.pat = v;
@@ -972,34 +925,13 @@ impl VmxVcpu {
     }
 
     pub(crate) fn regs(&self) -> KvmRegs {
-        let g = &self.gprs;
-        KvmRegs {
-            rax: g[0],
-            rcx: g[1],
-            rdx: g[2],
-            rbx: g[3],
-            rsp: self.g.rsp,
-            rbp: g[5],
-            rsi: g[6],
-            rdi: g[7],
-            r8: g[8],
-            r9: g[9],
-            r10: g[10],
-            r11: g[11],
-            r12: g[12],
-            r13: g[13],
-            r14: g[14],
-            r15: g[15],
-            rip: self.g.rip,
-            rflags: self.g.rflags,
-        }
+        let mut g = self.gprs;
+        g[4] = self.g.rsp;
+        KvmRegs::from_gprs(&g, self.g.rip, self.g.rflags)
     }
 
     pub(crate) fn set_regs(&mut self, r: &KvmRegs) {
-        self.gprs = [
-            r.rax, r.rcx, r.rdx, r.rbx, r.rsp, r.rbp, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11,
-            r.r12, r.r13, r.r14, r.r15,
-        ];
+        self.gprs = r.gprs();
         self.g.rsp = r.rsp;
         self.g.rip = r.rip;
         self.g.rflags = r.rflags | 2;

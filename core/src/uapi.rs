@@ -35,6 +35,41 @@ pub struct KvmRegs {
     pub rflags: u64,
 }
 
+impl KvmRegs {
+    /// From GPRs in x86 register-number order (RAX, RCX, RDX, RBX, RSP,
+    /// RBP, RSI, RDI, R8-R15), RIP and RFLAGS.
+    pub fn from_gprs(g: &[u64; 16], rip: u64, rflags: u64) -> Self {
+        Self {
+            rax: g[0],
+            rcx: g[1],
+            rdx: g[2],
+            rbx: g[3],
+            rsp: g[4],
+            rbp: g[5],
+            rsi: g[6],
+            rdi: g[7],
+            r8: g[8],
+            r9: g[9],
+            r10: g[10],
+            r11: g[11],
+            r12: g[12],
+            r13: g[13],
+            r14: g[14],
+            r15: g[15],
+            rip,
+            rflags,
+        }
+    }
+
+    /// The GPRs in x86 register-number order.
+    pub fn gprs(&self) -> [u64; 16] {
+        [
+            self.rax, self.rcx, self.rdx, self.rbx, self.rsp, self.rbp, self.rsi, self.rdi,
+            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
+        ]
+    }
+}
+
 /// `struct kvm_segment`: a segment register in unpacked form.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -999,3 +999,39 @@ pub fn guest_set_cr4(cr4: u64, s: &CrState, caps: &GuestCaps, host_cr4_supported
 pub fn pdpte_valid(pdpte: u64, maxphyaddr: u8) -> bool {
     pdpte & 1 == 0 || pdpte & (0x1e6 | reserved_gpa_bits(maxphyaddr)) == 0
 }
+
+/// Whether `pat` is a valid IA32_PAT value: each byte a memory type the
+/// CPU knows (0, 1, 4, 5, 6, 7); WRMSR of anything else is #GP.
+pub fn valid_pat(pat: u64) -> bool {
+    (0..8).all(|i| matches!((pat >> (i * 8)) & 0xff, 0 | 1 | 4..=7))
+}
+
+/// DR6 as the CPU keeps a written value: reserved bits read as set.
+pub fn dr6_fixed(v: u64) -> u64 {
+    (v & 0xf00f) | 0xffff_0ff0
+}
+
+/// DR7 as the CPU keeps a written value: bit 10 set, reserved bits clear.
+pub fn dr7_fixed(v: u64) -> u64 {
+    (v & 0xffff_2bff) | 0x400
+}
+
+#[cfg(test)]
+mod msr_dr_tests {
+    use super::*;
+
+    #[test]
+    fn pat_bytes_must_be_known_memory_types() {
+        assert!(valid_pat(0x0007_0406_0007_0406));
+        assert!(!valid_pat(0x0007_0406_0007_0402));
+        assert!(!valid_pat(0x0807_0406_0007_0406));
+    }
+
+    #[test]
+    fn dr6_dr7_keep_fixed_bits() {
+        assert_eq!(dr6_fixed(0), 0xffff_0ff0);
+        assert_eq!(dr6_fixed(0xf), 0xffff_0fff);
+        assert_eq!(dr7_fixed(0), 0x400);
+        assert_eq!(dr7_fixed(0xffff_ffff), 0xffff_2fff);
+    }
+}
