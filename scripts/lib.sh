@@ -18,42 +18,72 @@ ksrc() {
 	echo "$RKVM_CACHE/linux-source-7.3"
 }
 
-# Cache key of the test kernel build: kernel version, config fragment, compilers.
+# Which test kernel: RKVM_KERNEL=debug (the default; the QEMU test VM's, with
+# KASAN, lockdep and kmemleak: tests/vm/kernel.config) or light (the Bochs
+# leg's: tests/vm/kernel-light.config on top of kernel.config).
+RKVM_KERNEL=${RKVM_KERNEL:-debug}
+
+# The config fragments of the RKVM_KERNEL variant, in merge order (later wins).
+kconfig_fragments() {
+	echo "$RKVM_TOP/tests/vm/kernel.config"
+	case "$RKVM_KERNEL" in
+	debug) ;;
+	light) echo "$RKVM_TOP/tests/vm/kernel-light.config" ;;
+	*) die "RKVM_KERNEL=$RKVM_KERNEL: expected debug or light" ;;
+	esac
+}
+
+# Cache key of the test kernel build: kernel version, config fragments,
+# compilers. (The debug key hashes exactly what it always did, so its cache
+# stays valid.)
 kbuild_key() {
+	kconfig_fragments >/dev/null
 	{
 		cat "$(ksrc)/Makefile" | head -6
 		cat "$RKVM_TOP/tests/vm/kernel.config"
 		rustc --version
 		bindgen --version
 		clang-19 --version | head -1
+		if [ "$RKVM_KERNEL" != debug ]; then
+			echo "variant $RKVM_KERNEL"
+			kconfig_fragments | tail -n +2 | xargs cat
+		fi
 	} | sha256sum | cut -c1-16
 }
 
-# The kernel build (output) directory: the user's KDIR, or the cached test kernel.
+# The kernel build (output) directory: the user's KDIR (debug variant only),
+# or the cached test kernel of the RKVM_KERNEL variant.
 kbuild_dir() {
-	if [ -n "${KDIR:-}" ]; then echo "$KDIR"; else echo "$RKVM_CACHE/build-$(kbuild_key)"; fi
+	if [ -n "${KDIR:-}" ] && [ "$RKVM_KERNEL" = debug ]; then
+		echo "$KDIR"
+	else
+		echo "$RKVM_CACHE/build-$(kbuild_key)"
+	fi
 }
 
 # The test VM's initramfs (scripts/vm, scripts/bochs): busybox, tests/vm/init,
-# rkvm.ko, Linux KVM's modules, build/tests, build/tools, $EXTRA_TESTS in
-# /extra and, for MODE bench, build/bench. TESTS (names, space or comma
-# separated) keeps only those of build/tests. Callers may add files to ROOT
-# between initramfs_populate and initramfs_pack.
+# rkvm.ko ($RKVM_MODULE, default the one in the top directory), Linux KVM's
+# modules from kbuild_dir, build/tests, build/tools, $EXTRA_TESTS in /extra
+# and, for MODE bench, build/bench. TESTS (names, space or comma separated)
+# keeps only those of build/tests; "none" keeps none. Callers may add files
+# to ROOT between initramfs_populate and initramfs_pack (/legs/NAME/ holds
+# tests that tests/vm/init runs in leg NAME only).
 initramfs_populate() { # initramfs_populate ROOT MODE [TESTS]
 	local root=$1 mode=$2 only=${3:-} kdir build m f t
 	kdir=$(kbuild_dir)
 	build=$RKVM_TOP/build
 	rm -rf "$root"
-	mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/rkvm,tests,tools,extra}
+	mkdir -p "$root"/{bin,dev,proc,sys,tmp,lib/rkvm,tests,tools,extra,legs}
 	cp /bin/busybox "$root/bin/busybox"
 	cp "$RKVM_TOP/tests/vm/init" "$root/init"
-	cp "$RKVM_TOP/rkvm.ko" "$root/lib/rkvm/"
+	cp "${RKVM_MODULE:-$RKVM_TOP/rkvm.ko}" "$root/lib/rkvm/rkvm.ko"
 	for m in irqbypass kvm kvm-amd kvm-intel; do
 		f=$(find "$kdir/arch/x86/kvm" "$kdir/virt/lib" -name "$m.ko" | head -1)
 		[ -n "$f" ] && cp "$f" "$root/lib/rkvm/"
 	done
 	if [ -n "$only" ]; then
 		for t in ${only//,/ }; do
+			[ "$t" = none ] && continue
 			[ -f "$build/tests/$t" ] || die "no test $t in $build/tests"
 			cp "$build/tests/$t" "$root/tests/"
 		done
