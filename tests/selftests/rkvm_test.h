@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
@@ -22,6 +23,29 @@ static inline const char *kvm_dev_path(void)
 	const char *p = getenv("KVM_DEV");
 
 	return p && *p ? p : "/dev/rkvm";
+}
+
+/*
+ * test_scaled(n): @n scaled by $RKVM_TEST_SCALE, a percentage (default 100,
+ * never below 1). The Bochs leg, where every instruction of the test VM is
+ * emulated, sets it to shrink the loop counts and sizes of the slowest tests
+ * (1000-VM churn, 512 MiB guest): the same checks on fewer iterations.
+ */
+static inline unsigned long test_scaled(unsigned long n)
+{
+	const char *p = getenv("RKVM_TEST_SCALE");
+	unsigned long pct = p && *p ? strtoul(p, NULL, 10) : 100;
+	unsigned long r;
+
+	if (pct == 0)
+		pct = 100;
+	r = n * pct / 100;
+	if (!r)
+		r = 1;
+	if (r != n)
+		fprintf(stderr, "# RKVM_TEST_SCALE=%lu%%: %lu instead of %lu\n",
+			pct, r, n);
+	return r;
 }
 
 /* Opens the device under test or fails the test. */

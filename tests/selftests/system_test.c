@@ -193,14 +193,18 @@ FIXTURE(churn) {};
 FIXTURE_SETUP(churn) {}
 FIXTURE_TEARDOWN(churn) {}
 
-/* Linux KVM needs about 0.1 s per VM under emulation: allow 10 minutes. */
+/*
+ * Linux KVM needs about 0.1 s per VM under emulation: allow 10 minutes.
+ * RKVM_TEST_SCALE shrinks the count (the Bochs leg).
+ */
 TEST_F_TIMEOUT(churn, create_close_1000_vms, 600)
 {
 	int fd = open_kvm_dev(_metadata);
 	int before = count_open_fds();
+	int n = test_scaled(1000);
 
 	/* Leaks show up in kmemleak's scan at the end of the run. */
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < n; i++) {
 		int vm = ioctl(fd, KVM_CREATE_VM, 0);
 
 		ASSERT_GE(vm, 0) TH_LOG("iteration %d: %s", i, strerror(errno));
