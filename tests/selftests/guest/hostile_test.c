@@ -3,9 +3,11 @@
  * A hostile guest: it executes every instruction the hypervisor intercepts
  * because a guest must not run it natively. Each must reach the guest as
  * #UD (the SVM instructions, RDPRU) or be a no-op (MONITOR, MWAIT, INVD,
- * WBINVD), and VMMCALL must return -KVM_ENOSYS, as with Linux KVM; the host
- * must survive all of it.
+ * WBINVD), and the hypercall instruction of the CPU's virtualization
+ * extension (VMMCALL on AMD SVM, VMCALL on Intel VT-x) must return
+ * -KVM_ENOSYS, as with Linux KVM; the host must survive all of it.
  */
+#include <cpuid.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -37,9 +39,27 @@ GUEST_CODE(hostile, 16,
 	"mov ax, bx\n"
 	"out 0x11, ax\n"
 	"mov eax, 0x12345678\n"
-	".byte 0x0f, 0x01, 0xd9\n"	/* vmmcall */
+	".globl hostile_hypercall\n"
+	"hostile_hypercall:\n"
+	".byte 0x0f, 0x01, 0xd9\n"	/* vmmcall; vmcall (0f 01 c1) on VT-x */
 	"out 0x12, eax\n"
 	"hlt\n");
+extern const uint8_t hostile_hypercall[];
+
+/*
+ * Whether the CPU that KVM or rkvm drives has Intel VT-x (else AMD SVM).
+ * Linux KVM's hypercall is VMCALL with kvm_intel and VMMCALL with kvm_amd;
+ * in real mode the other one is not accepted the same way (kvm_intel's
+ * emulator refuses VMMCALL outside protected mode: #UD), so the guest uses
+ * the native one.
+ */
+static int cpu_has_vmx(void)
+{
+	unsigned int a = 0, b = 0, c = 0, d = 0;
+
+	__cpuid(1, a, b, c, d);
+	return !!(c & (1U << 5));
+}
 
 GUEST_CODE(ud_handler, 16,
 	"push bp\n"
@@ -74,6 +94,8 @@ FIXTURE_SETUP(h)
 	vcpu_create(_metadata, &self->vm, 0, &self->vcpu);
 	vcpu_setup_real(_metadata, &self->vcpu);
 	vm_load_code(&self->vm, hostile);
+	if (cpu_has_vmx())
+		self->vm.mem[CODE_GPA + (hostile_hypercall - hostile) + 2] = 0xc1;
 	vm_load(&self->vm, 0x7800, ud_handler, ud_handler_end);
 }
 
@@ -94,7 +116,8 @@ TEST_F(h, monitor_mwait_invd_wbinvd_are_no_ops)
 	EXPECT_EQ(0, run_to_out(&self->vcpu, 2, 0x11));
 }
 
-TEST_F(h, vmmcall_returns_minus_kvm_enosys)
+/* VMMCALL on AMD SVM, VMCALL on Intel VT-x. */
+TEST_F(h, hypercall_returns_minus_kvm_enosys)
 {
 	run_to_out(&self->vcpu, 2, 0x10);
 	run_to_out(&self->vcpu, 2, 0x11);
