@@ -42,6 +42,27 @@ GUEST_CODE(spin, 16,
 GUEST_CODE(jmp_self, 16,
 	"jmp .\n");
 
+/*
+ * The guests that spin until the host interrupts them run with interrupts
+ * disabled (RFLAGS.IF = 0), which must not keep the host from taking its
+ * own interrupts. Under Bochs 2.7's VT-x emulation it does: a guest that
+ * enters with IF = 0 leaves external interrupts masked, so they make no VM
+ * exit and the host never gets its (only) CPU back. RKVM_TEST_SPIN_IF=1 (the
+ * Bochs leg) runs these guests with IF = 1 instead; nothing is ever
+ * injected into them, so only the guest's own flag differs.
+ */
+static void spinner_setup(struct __test_metadata *_metadata, struct vcpu *vcpu)
+{
+	const char *e = getenv("RKVM_TEST_SPIN_IF");
+	struct kvm_regs regs;
+
+	if (!e || strcmp(e, "1"))
+		return;
+	vcpu_get_regs(_metadata, vcpu, &regs);
+	regs.rflags |= 1UL << 9;	/* IF */
+	vcpu_set_regs(_metadata, vcpu, &regs);
+}
+
 FIXTURE(rm) {
 	struct vm vm;
 	struct vcpu vcpu;
@@ -127,6 +148,7 @@ TEST_F(rm, signal_from_another_thread_interrupts_spinning_guest)
 	uint64_t lat, best = UINT64_MAX;
 
 	vm_load_code(&self->vm, spin);
+	spinner_setup(_metadata, &self->vcpu);
 	for (int i = 0; i < TRIES && best >= MAX_LATENCY_NS; i++) {
 		lat = interrupt_from_thread(_metadata, &self->vm, &self->vcpu);
 		TH_LOG("signal to KVM_RUN return: %llu us",
@@ -149,6 +171,7 @@ TEST_F(rm, timer_signal_interrupts_spinning_guest)
 
 	install_handler(SIGALRM);
 	vm_load_code(&self->vm, spin);
+	spinner_setup(_metadata, &self->vcpu);
 	/* The first KVM_RUN sets up the vCPU: keep that out of the timing. */
 	self->vcpu.run->immediate_exit = 1;
 	ioctl(self->vcpu.fd, KVM_RUN, 0);
@@ -177,6 +200,7 @@ TEST_F(rm, guest_resumes_after_signal_exit)
 	uint32_t first, second;
 
 	vm_load_code(&self->vm, spin);
+	spinner_setup(_metadata, &self->vcpu);
 	interrupt_from_thread(_metadata, &self->vm, &self->vcpu);
 	first = mem_read32(&self->vm, 0x500);
 	EXPECT_LT(0, first);
@@ -403,6 +427,7 @@ TEST(vm_closed_while_vcpu_thread_is_in_guest)
 	vm_create(_metadata, &vm);
 	vcpu_create(_metadata, &vm, 0, &v);
 	vcpu_setup_real(_metadata, &v);
+	spinner_setup(_metadata, &v);
 	vm_load_code(&vm, jmp_self);
 	r = (struct runner){ .vcpu = &v };
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_once, &r));
@@ -445,6 +470,7 @@ TEST(vcpus_of_one_vm_share_memory)
 	vcpu_create(_metadata, &vm, 1, &v1);
 	vcpu_setup_real(_metadata, &v0);
 	vcpu_setup_real(_metadata, &v1);
+	spinner_setup(_metadata, &v1);
 	vm_load_code(&vm, wait_flag);
 	vm_load(&vm, CODE_GPA + 0x100, set_flag, set_flag_end);
 	vcpu_set_rip(_metadata, &v0, CODE_GPA + 0x100);
@@ -478,6 +504,7 @@ TEST(sigkill_ends_a_process_whose_vcpu_is_in_guest)
 		vm_create(_metadata, &vm);
 		vcpu_create(_metadata, &vm, 0, &v);
 		vcpu_setup_real(_metadata, &v);
+		spinner_setup(_metadata, &v);
 		vm_load_code(&vm, jmp_self);
 		ioctl(v.fd, KVM_RUN, 0);
 		_exit(3);	/* KVM_RUN must not return */
