@@ -24,7 +24,8 @@ TOOLS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(wildcard tools/*.c))
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
 RUST_SRC := $(shell find . -path ./core -prune -o -path ./build -prune -o -name '*.rs' -print)
 
-.PHONY: all help bootstrap kernel module tests host-test lint rustfmt check bochs-check run vm-shell bench clean
+.PHONY: all help bootstrap kernel module tests host-test lint rustfmt check bochs-check run vm-shell bench clean \
+	bochs-kernel bochs-module
 
 all: module
 
@@ -32,10 +33,13 @@ help:
 	@echo 'rkvm make targets:'
 	@echo '  make / make module  build rkvm.ko against the test kernel (or KDIR=...)'
 	@echo '  make run            boot the test VM; rkvm-run boots a long-mode guest on'
-	@echo '                      /dev/kvm, then on /dev/rkvm'
-	@echo '  make check          set up everything and run every test (host + test VM)'
-	@echo '  make bochs-check    work in progress: the ABI tests on kvm_intel under Bochs'
-	@echo '                      (emulated VT-x; slow, not part of make check)'
+	@echo '                      /dev/kvm, then on /dev/rkvm (VENDOR=intel: the Bochs'
+	@echo '                      machine, Intel VT-x, instead of QEMU, AMD SVM)'
+	@echo '  make check          set up everything and run every test: host tests, lints,'
+	@echo '                      the QEMU test VM (AMD SVM), then the Bochs machine'
+	@echo '                      (Intel VT-x; BOCHS=0 skips it)'
+	@echo '  make bochs-check    only the Bochs machine: kvm, module and rkvm legs on'
+	@echo '                      emulated VT-x (BOCHS_TESTS=a_test,b_test picks tests)'
 	@echo '  make vm-shell       boot the test VM with rkvm loaded and a shell'
 	@echo '  make bench          exit microbenchmarks in the test VM (-icount): KVM vs rkvm'
 	@echo '  make host-test      cargo test for the host-testable core'
@@ -43,9 +47,14 @@ help:
 	@echo '  make rustfmt        format the Rust sources'
 	@echo '  make bootstrap      install toolchains, QEMU and the kernel source'
 	@echo '  make kernel         build the test kernel into $$RKVM_CACHE (once)'
+	@echo '  make bochs-kernel   build the light test kernel for Bochs (once)'
+	@echo '  make bochs-module   build rkvm.ko against it (in build/bochs-src)'
 	@echo '  make clean          remove build outputs (not the kernel cache)'
-	@echo 'Variables: KDIR=<built kernel tree>, EXTRA_TESTS=<dir of test binaries>,'
-	@echo '           RKVM_CACHE=<cache dir, default ~/.cache/rkvm>'
+	@echo 'Variables: KDIR=<built kernel tree> (QEMU leg only), EXTRA_TESTS=<dir of'
+	@echo '           test binaries>, RKVM_CACHE=<cache dir, default ~/.cache/rkvm>,'
+	@echo '           BOCHS=0|1 (default 1), VENDOR=amd|intel (make run),'
+	@echo '           BOCHS_LEGS, BOCHS_TESTS, BOCHS_SCALE, BOCHS_CPU, BOCHS_MEGS,'
+	@echo '           BOCHS_TIMEOUT (scripts/bochs; Documentation/testing.rst)'
 
 bootstrap:
 	@scripts/bootstrap
@@ -98,15 +107,41 @@ lint: module
 	@if [ -f core/Cargo.toml ]; then cd core && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings; fi
 	cd $(RKVM_RUN_DIR) && cargo fmt --check && cargo clippy -q --locked --all-targets -- -D warnings
 
-check: bootstrap host-test lint module tests
-	@scripts/vm check
+# The Bochs (Intel VT-x) leg runs its own light kernel (scripts/build-kernel
+# light) and an rkvm.ko built against it from a copy of the sources: Kbuild
+# writes its objects beside the sources, and the top directory's belong to
+# the QEMU kernel's build.
+BOCHS ?= 1
+VENDOR ?= amd
+BOCHS_SRC := $(BUILD)/bochs-src
+BOCHS_KDIR = $(shell scripts/build-kernel light)
 
-# Work in progress (issue 4): not part of check yet. BOCHS_TESTS=name,... picks tests.
-bochs-check: module tests
+# After the debug kernel: one kernel build at a time, even under make -j.
+bochs-kernel: kernel
+	@scripts/build-kernel light >/dev/null
+
+bochs-module: bochs-kernel
+	@mkdir -p $(BOCHS_SRC)
+	@rsync -a --delete --filter=':- .gitignore' --exclude=/.git --exclude=/build \
+		--exclude=/core/target --exclude=/tools/rkvm-run/target ./ $(BOCHS_SRC)/
+	@$(MAKE) -s -C $(BOCHS_KDIR) M=$(BOCHS_SRC) LLVM=$(LLVM) modules
+
+# Both machines run even when the first fails; the last lines add them up.
+check: bootstrap host-test lint module tests $(if $(filter 1,$(BOCHS)),bochs-module)
+	@rm -f $(BUILD)/vm-check.log.summary $(BUILD)/bochs/summary
+	@rc=0; scripts/vm check || rc=1; \
+	if [ "$(BOCHS)" = 1 ]; then scripts/bochs check || rc=1; \
+	else echo "rkvm: BOCHS=0: the Bochs (Intel VT-x) leg is skipped"; fi; \
+	python3 scripts/tap-summary.py --total "QEMU test VM (AMD SVM)=$(BUILD)/vm-check.log.summary" \
+		$(if $(filter 1,$(BOCHS)),"Bochs machine (Intel VT-x)=$(BUILD)/bochs/summary") || rc=1; \
+	exit $$rc
+
+bochs-check: bochs-module tests
 	@scripts/bochs check
 
-run: module tests $(BUILD)/tools/rkvm-run
-	@scripts/vm run
+run: $(if $(filter intel,$(VENDOR)),bochs-module,module) tests $(BUILD)/tools/rkvm-run
+	@case "$(VENDOR)" in amd) scripts/vm run ;; intel) scripts/bochs run ;; \
+	*) echo "rkvm: error: VENDOR=$(VENDOR): expected amd or intel" >&2; exit 1 ;; esac
 
 vm-shell: module tests
 	@scripts/vm shell
