@@ -265,8 +265,11 @@ impl SvmVcpu {
         let host_vmcb = percpu(cpu).ok_or(EIO)?.host_vmcb.phys();
         let vmcb_pa = self.vmcb.phys();
         let (vmcb, gprs, fpu) = (&mut self.vmcb, &mut self.gprs, &mut self.fpu);
-        fpu.with_loaded(|| {
+        let entered = fpu.with_loaded(|| {
             let irq = NoIrq::new(&np);
+            if cpu::exit_requested(&irq) {
+                return false;
+            }
             vmcb.save.rax = gprs[0];
             vmcb.save.rsp = gprs[4];
             let dr7 = cpu::read_dr7();
@@ -279,9 +282,15 @@ impl SvmVcpu {
             }
             gprs[0] = vmcb.save.rax;
             gprs[4] = vmcb.save.rsp;
+            true
         });
         running.store(-1, Ordering::SeqCst);
         drop(np);
+        if !entered {
+            // Called off for a pending signal or reschedule: a queued event
+            // stays queued, and the loop deals with the request.
+            return Ok(Exit::Resume);
+        }
         self.vmcb.control.tlb_ctl = 0;
         // An event whose delivery the exit interrupted (a #PF raised while
         // the IDT was read, say) is reported in EXITINTINFO and must be

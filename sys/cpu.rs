@@ -77,6 +77,7 @@ extern "C" {
     fn rkvm_smp_processor_id() -> i32;
     fn rkvm_nr_cpu_ids() -> u32;
     fn rkvm_cond_resched();
+    fn rkvm_exit_requested() -> bool;
     fn rkvm_task_size() -> usize;
     fn rkvm_xgetbv0() -> u64;
 }
@@ -99,6 +100,15 @@ pub(crate) fn nr_cpu_ids() -> usize {
 pub(crate) fn cond_resched() {
     // SAFETY: called from process context without locks held (callers).
     unsafe { rkvm_cond_resched() };
+}
+
+/// Whether a signal or a reschedule is pending for the current task. With
+/// interrupts off (`_irq`), right before VM entry: anything that sets
+/// either afterwards also interrupts the CPU, which exits the guest, so no
+/// wake-up is lost between this check and the entry.
+pub(crate) fn exit_requested(_irq: &NoIrq<'_>) -> bool {
+    // SAFETY: reads the current task's flags.
+    unsafe { rkvm_exit_requested() }
 }
 
 /// The end of the user address space (`TASK_SIZE_MAX`).

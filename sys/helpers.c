@@ -73,6 +73,17 @@ void rkvm_cond_resched(void)
 	cond_resched();
 }
 
+/*
+ * Whether the vCPU thread must leave the guest loop (a signal or a
+ * reschedule is pending). Checked with interrupts off just before entry, as
+ * KVM does: whatever sets either later also sends an interrupt, which then
+ * exits the guest at once.
+ */
+bool rkvm_exit_requested(void)
+{
+	return signal_pending(current) || need_resched();
+}
+
 void rkvm_wrmsr(u32 msr, u64 val)
 {
 	wrmsrq(msr, val);

@@ -20,6 +20,7 @@ void rkvm_preempt_enable(void);
 int rkvm_smp_processor_id(void);
 unsigned int rkvm_nr_cpu_ids(void);
 void rkvm_cond_resched(void);
+bool rkvm_exit_requested(void);
 void rkvm_wrmsr(u32 msr, u64 val);
 struct page *rkvm_alloc_pages(unsigned int order);
 void rkvm_free_pages(struct page *page, unsigned int order);

@@ -84,8 +84,11 @@ const NMI_VECTOR: u32 = 2;
 /// (CVE-2015-5307) exits instead of hanging the CPU in microcode.
 const AC_VECTOR: u8 = 17;
 
-/// The hardware never exits with this: the guest did not run.
+/// The hardware never exits with this: VMLAUNCH failed.
 const NOT_RUN: u32 = 0xffff;
+/// Nor with this: the entry was called off for a pending signal or
+/// reschedule.
+const CANCELLED: u32 = 0xfffe;
 
 /// One segment register in VMCS form.
 #[derive(Clone, Copy, Debug, Default)]
@@ -344,6 +347,10 @@ impl VmxVcpu {
         let mut fpu = self.fpu.take().ok_or(EIO)?;
         let r: Result = fpu.with_loaded(|| {
             let irq = NoIrq::new(&np);
+            if cpu::exit_requested(&irq) {
+                self.exit.reason = CANCELLED;
+                return Ok(());
+            }
             let host = HostState::save(&irq);
             // SAFETY: `vmxon` is this CPU's region (interrupts are off, so
             // no other window on this CPU), `vmcs_pa` this vCPU's VMCS,
@@ -382,6 +389,12 @@ impl VmxVcpu {
         running.store(-1, Ordering::SeqCst);
         drop(np);
         r?;
+        if self.exit.reason == CANCELLED {
+            // Not entered: a queued event stays queued, and so does any
+            // flush (conservatively: one more than needed at worst).
+            self.flush = true;
+            return Ok(Exit::Resume);
+        }
         // Anything injected was delivered, or the exit interrupted its
         // delivery and IDT-vectoring information reports it again.
         self.event = (0, 0, 0);

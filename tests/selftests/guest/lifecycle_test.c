@@ -151,11 +151,11 @@ TEST_F(rm, signal_from_another_thread_interrupts_spinning_guest)
 	spinner_setup(_metadata, &self->vcpu);
 	for (int i = 0; i < TRIES && best >= MAX_LATENCY_NS; i++) {
 		lat = interrupt_from_thread(_metadata, &self->vm, &self->vcpu);
-		TH_LOG("signal to KVM_RUN return: %llu us",
-		       (unsigned long long)lat / 1000);
 		if (lat < best)
 			best = lat;
 	}
+	/* Logged after the loop: console output in it would delay the tries. */
+	TH_LOG("best signal to KVM_RUN return: %llu us", (unsigned long long)best / 1000);
 	EXPECT_GT(MAX_LATENCY_NS, best);
 }
 
@@ -185,11 +185,11 @@ TEST_F(rm, timer_signal_interrupts_spinning_guest)
 		EXPECT_EQ(-1, r);
 		EXPECT_EQ(EINTR, errno);
 		EXPECT_EQ(KVM_EXIT_INTR, self->vcpu.run->exit_reason);
-		TH_LOG("timer expiry to KVM_RUN return: %lld us",
-		       (long long)lat / 1000);
 		if (lat < best)
 			best = lat;
 	}
+	/* Logged after the loop: console output in it would delay the tries. */
+	TH_LOG("best timer expiry to KVM_RUN return: %llu us", (unsigned long long)best / 1000);
 	EXPECT_LT(0, mem_read32(&self->vm, 0x500));
 	EXPECT_GT(MAX_LATENCY_NS, best);
 	timer_delete(timer);
