@@ -108,9 +108,9 @@ lint: module
 	cd $(RKVM_RUN_DIR) && cargo fmt --check && cargo clippy -q --locked --all-targets -- -D warnings
 
 # The Bochs (Intel VT-x) leg runs its own light kernel (scripts/build-kernel
-# light) and an rkvm.ko built against it from a copy of the sources: Kbuild
-# writes its objects beside the sources, and the top directory's belong to
-# the QEMU kernel's build.
+# light) and an rkvm.ko built against it from a copy of the sources in
+# build/bochs-src: Kbuild writes its objects beside the sources, and the top
+# directory's belong to the QEMU kernel's build.
 BOCHS ?= 1
 VENDOR ?= amd
 BOCHS_SRC := $(BUILD)/bochs-src
@@ -120,10 +120,11 @@ BOCHS_KDIR = $(shell scripts/build-kernel light)
 bochs-kernel: kernel
 	@scripts/build-kernel light >/dev/null
 
+# The copy: every file git tracks or would (not ignored), as in the work tree.
 bochs-module: bochs-kernel
-	@mkdir -p $(BOCHS_SRC)
-	@rsync -a --delete --filter=':- .gitignore' --exclude=/.git --exclude=/build \
-		--exclude=/core/target --exclude=/tools/rkvm-run/target ./ $(BOCHS_SRC)/
+	@rm -rf $(BOCHS_SRC) && mkdir -p $(BOCHS_SRC)
+	@git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do \
+		[ -e "$$f" ] && printf '%s\0' "$$f"; done | tar --null -T - -cf - | tar -C $(BOCHS_SRC) -xf -
 	@$(MAKE) -s -C $(BOCHS_KDIR) M=$(BOCHS_SRC) LLVM=$(LLVM) modules
 
 # Both machines run even when the first fails; the last lines add them up.
