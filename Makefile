@@ -22,7 +22,6 @@ TESTS := $(patsubst tests/selftests/%.c,$(BUILD)/tests/%,$(wildcard tests/selfte
 	$(patsubst tests/selftests/guest/%.c,$(BUILD)/tests/%,$(wildcard tests/selftests/guest/*_test.c))
 TOOLS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(wildcard tools/*.c))
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
-RUST_SRC := $(shell find . -path ./core -prune -o -path ./build -prune -o -name '*.rs' -print)
 
 .PHONY: all help bootstrap kernel module tests host-test lint rustfmt check bochs-check run vm-shell bench clean \
 	bochs-kernel bochs-module
@@ -99,11 +98,11 @@ host-test:
 	@if [ -f core/Cargo.toml ]; then cd core && cargo test -q; fi
 
 rustfmt:
-	rustfmt --edition 2021 --config-path $(KSRC)/.rustfmt.toml rkvm_main.rs
+	rustfmt --edition 2021 --config-path $(KSRC)/.rustfmt.toml rust/rkvm_main.rs
 	@if [ -f core/Cargo.toml ]; then cd core && cargo fmt; fi
 
 lint: module
-	rustfmt --check --edition 2021 --config-path $(KSRC)/.rustfmt.toml rkvm_main.rs
+	rustfmt --check --edition 2021 --config-path $(KSRC)/.rustfmt.toml rust/rkvm_main.rs
 	@if [ -f core/Cargo.toml ]; then cd core && cargo fmt --check && cargo clippy -q --all-targets -- -D warnings; fi
 	cd $(RKVM_RUN_DIR) && cargo fmt --check && cargo clippy -q --locked --all-targets -- -D warnings
 

@@ -9,40 +9,43 @@ mod abi;
 mod dev;
 mod guest_cpuid;
 mod mmu;
+#[path = "../svm/mod.rs"]
 mod svm;
+#[path = "../sys/mod.rs"]
 mod sys;
 mod vcpu;
 mod virt;
 mod vm;
+#[path = "../vmx/mod.rs"]
 mod vmx;
 
 // The pure-logic core, shared with the host tests in core/.
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/cpuid.rs"]
+#[path = "../core/src/cpuid.rs"]
 mod cpuid;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/decode.rs"]
+#[path = "../core/src/decode.rs"]
 mod decode;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/emulate.rs"]
+#[path = "../core/src/emulate.rs"]
 mod emulate;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/memslot.rs"]
+#[path = "../core/src/memslot.rs"]
 mod memslot;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/paging.rs"]
+#[path = "../core/src/paging.rs"]
 mod paging;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/uapi.rs"]
+#[path = "../core/src/uapi.rs"]
 mod uapi;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/vmcb.rs"]
+#[path = "../core/src/vmcb.rs"]
 mod vmcb;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/vmcs.rs"]
+#[path = "../core/src/vmcs.rs"]
 mod vmcs;
 #[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "core/src/x86.rs"]
+#[path = "../core/src/x86.rs"]
 mod x86;
 
 use kernel::{
