@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Port IO exits: IN/OUT through the PIO page, and INS/OUTS a page of data
+//! at a time.
+
+use super::*;
+
+impl Vcpu {
+    /// An IN/OUT exit: data goes through the PIO page, as in KVM.
+    pub(super) fn io(&self, vm: &Vm, inner: &mut Inner, io: IoExit) -> Result<Flow> {
+        let size = usize::from(io.size);
+        let page_off = abi::PIO_PAGE_OFFSET * 4096;
+        if !io.string {
+            let rip = inner.arch.rip();
+            if !io.input {
+                let v = inner.arch.gpr(0).to_le_bytes();
+                self.pages[1].write_shared(0, &v[..size]);
+                // RIP moves past the OUT when the exit completes, except for
+                // port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default).
+                if io.port == 0x7e {
+                    inner.arch.set_rip(io.next_rip);
+                } else {
+                    inner.pending = Pending::IoOut {
+                        next_rip: io.next_rip,
+                        rip,
+                    };
+                }
+            }
+            inner.staging.set_io(
+                if io.input {
+                    uapi::KVM_EXIT_IO_IN
+                } else {
+                    uapi::KVM_EXIT_IO_OUT
+                },
+                io.size,
+                io.port,
+                1,
+                page_off,
+            );
+            if io.input {
+                inner.pending = Pending::IoIn { io, count: 1, rip };
+            }
+            return Ok(Flow::User);
+        }
+        let amask = addr_mask(io.addr_size);
+        let count = if io.rep { inner.arch.gpr(1) & amask } else { 1 };
+        if count == 0 {
+            inner.arch.set_rip(io.next_rip);
+            return Ok(Flow::Resume);
+        }
+        // At most one PIO page per exit, as KVM does.
+        let count = count.min((4096 / size) as u64) as u32;
+        if !io.input {
+            let mut data = core::mem::take(&mut inner.pio_buf);
+            let n = size * count as usize;
+            let base = inner.arch.segment_base(io.seg);
+            let si = inner.arch.gpr(6) & amask;
+            let down = inner.arch.rflags() & (1 << 10) != 0;
+            for i in 0..count as usize {
+                let off = if down {
+                    si.wrapping_sub((i * size) as u64)
+                } else {
+                    si.wrapping_add((i * size) as u64)
+                };
+                let lin = base.wrapping_add(off & amask);
+                if let Err(f) =
+                    self.read_linear(vm, inner, lin, &mut data[i * size..(i + 1) * size])
+                {
+                    inner.pio_buf = data;
+                    return f;
+                }
+            }
+            self.pages[1].write_shared(0, &data[..n]);
+            inner.pio_buf = data;
+            inner.pending = Pending::IoOutString { io, count };
+        } else {
+            let rip = inner.arch.rip();
+            inner.pending = Pending::IoIn { io, count, rip };
+        }
+        inner.staging.set_io(
+            if io.input {
+                uapi::KVM_EXIT_IO_IN
+            } else {
+                uapi::KVM_EXIT_IO_OUT
+            },
+            io.size,
+            io.port,
+            count,
+            page_off,
+        );
+        Ok(Flow::User)
+    }
+
+    /// After userspace handled `count` INS/OUTS iterations: store INS data,
+    /// advance RSI/RDI and RCX, and finish the instruction once RCX is 0.
+    pub(super) fn string_io_done(
+        &self,
+        vm: &Vm,
+        inner: &mut Inner,
+        io: &IoExit,
+        count: u32,
+        data: Option<&[u8]>,
+    ) -> Result<Flow> {
+        let size = u64::from(io.size);
+        let amask = addr_mask(io.addr_size);
+        let down = inner.arch.rflags() & (1 << 10) != 0;
+        let step = |v: u64, n: u64| -> u64 {
+            let d = size * n;
+            let nv = if down {
+                v.wrapping_sub(d)
+            } else {
+                v.wrapping_add(d)
+            };
+            (v & !amask) | (nv & amask)
+        };
+        if let Some(data) = data {
+            let base = inner.arch.segment_base(Segment::Es);
+            let di = inner.arch.gpr(7);
+            for i in 0..u64::from(count) {
+                let lin = base.wrapping_add(step(di, i) & amask);
+                let chunk = &data[(i * size) as usize..((i + 1) * size) as usize];
+                if let Err(f) = self.write_linear(vm, inner, lin, chunk) {
+                    return f;
+                }
+            }
+            let v = step(di, u64::from(count));
+            inner.arch.set_gpr(7, v);
+        } else {
+            let v = step(inner.arch.gpr(6), u64::from(count));
+            inner.arch.set_gpr(6, v);
+        }
+        let mut done = true;
+        if io.rep {
+            let rcx = inner.arch.gpr(1);
+            let left = (rcx & amask).wrapping_sub(u64::from(count)) & amask;
+            inner.arch.set_gpr(1, (rcx & !amask) | left);
+            done = left == 0;
+        }
+        if done {
+            inner.arch.set_rip(io.next_rip);
+        }
+        // Not done: RIP stays, so the guest runs the instruction again and
+        // exits with the next chunk.
+        Ok(Flow::Resume)
+    }
+}
+
+fn addr_mask(addr_size: u8) -> u64 {
+    match addr_size {
+        2 => 0xffff,
+        4 => 0xffff_ffff,
+        _ => u64::MAX,
+    }
+}
