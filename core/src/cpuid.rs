@@ -265,6 +265,10 @@ pub mod feature {
     pub const LM: Flag = f(0x8000_0001, 0, 3, 29);
     /// 0x8000_0021.EAX.AUTOIBRS (EFER.AUTOIBRS).
     pub const AUTOIBRS: Flag = f(0x8000_0021, 0, 0, 8);
+    /// 0x8000_0001.EDX.RDTSCP.
+    pub const RDTSCP: Flag = f(0x8000_0001, 0, 3, 27);
+    /// 7.0.ECX.RDPID.
+    pub const RDPID: Flag = f(7, 0, 2, 22);
 }
 
 use feature::Flag;
@@ -428,6 +432,13 @@ pub struct GuestCaps {
     pub lam: bool,
     /// FRED (7.1.EAX.FRED).
     pub fred: bool,
+    /// RDTSCP (0x8000_0001.EDX.RDTSCP).
+    pub rdtscp: bool,
+    /// RDPID (7.0.ECX.RDPID).
+    pub rdpid: bool,
+    /// The XCR0 bits the guest may set (leaf 0xD.0 EDX:EAX, FP always):
+    /// `vcpu->arch.guest_supported_xcr0`.
+    pub xcr0: u64,
     /// Leaf 0 names AMD or Hygon (`vcpu->arch.is_amd_compatible`).
     pub amd: bool,
     /// MAXPHYADDR (0x8000_0008.EAX[7:0], or [`DEFAULT_MAXPHYADDR`]).
@@ -467,6 +478,9 @@ impl GuestCaps {
             ibt: h(feature::IBT),
             lam: h(feature::LAM),
             fred: h(feature::FRED),
+            rdtscp: h(feature::RDTSCP),
+            rdpid: h(feature::RDPID),
+            xcr0: find(entries, 0xd, 0).map_or(0, |e| u64::from(e.eax) | (u64::from(e.edx) << 32)),
             amd: find_any(entries, 0).is_some_and(vendor_is_amd),
             maxphyaddr: maxphyaddr(entries),
         }
@@ -504,6 +518,9 @@ impl GuestCaps {
             ibt: self.ibt && other.ibt,
             lam: self.lam && other.lam,
             fred: self.fred && other.fred,
+            rdtscp: self.rdtscp && other.rdtscp,
+            rdpid: self.rdpid && other.rdpid,
+            xcr0: self.xcr0 & other.xcr0,
             amd: self.amd,
             maxphyaddr: self.maxphyaddr,
         }

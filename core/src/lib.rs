@@ -56,10 +56,12 @@
     clippy::as_underscore
 )]
 
+pub mod addr;
 pub mod cpuid;
 pub mod decode;
 pub mod emulate;
 pub mod memslot;
+pub mod msr;
 pub mod paging;
 pub mod uapi;
 pub mod vmcb;

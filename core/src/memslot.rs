@@ -2,7 +2,10 @@
 //! (validation, create, move, delete, flag changes) and GPA lookup.
 //!
 //! Pure logic: the module owns the storage and the pinned pages; this file
-//! decides what a request means and which errno KVM would give it.
+//! decides what a request means and which errno KVM would give it, and
+//! finds the slot of a frame in a table sorted by base frame.
+
+use super::addr::{Gfn, Hva, PAGE_SHIFT};
 
 /// `KVM_MEM_LOG_DIRTY_PAGES`.
 pub const KVM_MEM_LOG_DIRTY_PAGES: u32 = 1 << 0;
@@ -17,7 +20,6 @@ pub const USER_MEM_SLOTS: u32 = 32764;
 /// `KVM_MEM_MAX_NR_PAGES`: a slot's largest size in pages.
 pub const MAX_NR_PAGES: u64 = (1 << 31) - 1;
 
-const PAGE_SHIFT: u32 = 12;
 const PAGE_MASK: u64 = (1 << PAGE_SHIFT) - 1;
 
 /// Why a request is refused, as the errno KVM returns.
@@ -46,13 +48,23 @@ pub struct Slot {
 
 impl Slot {
     /// Whether `gfn` is inside this slot.
-    pub fn contains(&self, gfn: u64) -> bool {
-        gfn >= self.base_gfn && gfn - self.base_gfn < self.npages
+    pub fn contains(&self, gfn: Gfn) -> bool {
+        gfn.0 >= self.base_gfn && gfn.0 - self.base_gfn < self.npages
+    }
+
+    /// The slot's first frame.
+    pub fn base(&self) -> Gfn {
+        Gfn(self.base_gfn)
+    }
+
+    /// The frame after the slot's last one.
+    pub fn end(&self) -> Gfn {
+        Gfn(self.base_gfn + self.npages)
     }
 
     /// The VMM address backing `gfn` (which must be inside the slot).
-    pub fn hva(&self, gfn: u64) -> u64 {
-        self.userspace_addr + ((gfn - self.base_gfn) << PAGE_SHIFT)
+    pub fn hva(&self, gfn: Gfn) -> Hva {
+        Hva(self.userspace_addr + ((gfn.0 - self.base_gfn) << PAGE_SHIFT))
     }
 
     /// Whether writes are logged for `KVM_GET_DIRTY_LOG`.
@@ -119,9 +131,24 @@ pub enum Change {
 /// implemented, so it is refused.
 pub const SUPPORTED_FLAGS: u32 = KVM_MEM_READONLY | KVM_MEM_LOG_DIRTY_PAGES;
 
+/// The highest guest frame a slot may hold (KVM's `kvm_mmu_max_gfn`): the
+/// host's MAXPHYADDR (CPUID 0x8000_0008 EAX[7:0]), further limited by what
+/// the second-level page table reaches (`table_bits`: 48 with 4 levels, 57
+/// with 5), so that no slot lies where the table's index would wrap.
+pub fn max_gfn(host_maxphyaddr: u8, table_bits: u8) -> u64 {
+    let bits = u32::from(host_maxphyaddr.min(table_bits)).clamp(PAGE_SHIFT + 1, 63);
+    (1 << (bits - PAGE_SHIFT)) - 1
+}
+
 /// Decides what `req` does to `slots`, with KVM's checks in KVM's order.
-/// `user_limit` is the end of the VMM's user address space (`access_ok`).
-pub fn plan(slots: &[Slot], req: &Request, user_limit: u64) -> Result<Change, SlotError> {
+/// `user_limit` is the end of the VMM's user address space (`access_ok`);
+/// a new or moved slot may not reach beyond frame `max_gfn` ([`max_gfn`]).
+pub fn plan(
+    slots: &[Slot],
+    req: &Request,
+    user_limit: u64,
+    max_gfn: u64,
+) -> Result<Change, SlotError> {
     if req.flags & !SUPPORTED_FLAGS != 0 {
         return Err(SlotError::Inval);
     }
@@ -184,12 +211,30 @@ pub fn plan(slots: &[Slot], req: &Request, user_limit: u64) -> Result<Change, Sl
     {
         return Err(SlotError::Exist);
     }
+    // kvm_arch_prepare_memory_region, after the overlap check.
+    if matches!(change, Change::Create(_) | Change::Move { .. })
+        && new.base_gfn + new.npages - 1 > max_gfn
+    {
+        return Err(SlotError::Inval);
+    }
     Ok(change)
 }
 
-/// The slot holding `gfn`, if any.
-pub fn find(slots: &[Slot], gfn: u64) -> Option<&Slot> {
-    slots.iter().find(|s| s.contains(gfn))
+/// The index of the slot holding `gfn` in `slots`, which must be sorted by
+/// base frame and not overlap (as [`plan`] keeps them): a binary search.
+pub fn position(slots: &[Slot], gfn: Gfn) -> Option<usize> {
+    let i = slots.partition_point(|s| s.base_gfn + s.npages <= gfn.0);
+    slots.get(i).filter(|s| s.contains(gfn)).map(|_| i)
+}
+
+/// The slot holding `gfn` in `slots` (sorted, see [`position`]).
+pub fn find(slots: &[Slot], gfn: Gfn) -> Option<&Slot> {
+    position(slots, gfn).map(|i| &slots[i])
+}
+
+/// Where a slot starting at `base_gfn` goes in `slots` to keep them sorted.
+pub fn insert_position(slots: &[Slot], base_gfn: u64) -> usize {
+    slots.partition_point(|s| s.base_gfn < base_gfn)
 }
 
 #[cfg(test)]
@@ -199,6 +244,8 @@ mod tests {
     use std::vec::Vec;
 
     const LIMIT: u64 = 0x7fff_ffff_f000;
+    /// MAXPHYADDR 48 (4-level tables).
+    const MAX_GFN: u64 = (1 << 36) - 1;
 
     fn req(slot: u32, gpa: u64, size: u64, hva: u64) -> Request {
         Request {
@@ -211,12 +258,17 @@ mod tests {
     }
 
     fn apply(slots: &mut Vec<Slot>, r: &Request) -> Result<Change, SlotError> {
-        let c = plan(slots, r, LIMIT)?;
+        let c = plan(slots, r, LIMIT, MAX_GFN)?;
         match c {
-            Change::Create(s) => slots.push(s),
+            Change::Create(s) => {
+                let i = insert_position(slots, s.base_gfn);
+                slots.insert(i, s)
+            }
             Change::Delete(old) => slots.retain(|s| s.id != old.id),
             Change::Move { new, .. } | Change::FlagsOnly { new, .. } => {
-                *slots.iter_mut().find(|s| s.id == new.id).unwrap() = new
+                slots.retain(|s| s.id != new.id);
+                let i = insert_position(slots, new.base_gfn);
+                slots.insert(i, new)
             }
             Change::Unchanged => {}
         }
@@ -227,25 +279,25 @@ mod tests {
     fn create_then_lookup() {
         let mut s = Vec::new();
         apply(&mut s, &req(0, 0x10_0000, 0x4000, 0x7000_0000)).unwrap();
-        let slot = find(&s, 0x101).unwrap();
-        assert_eq!(slot.hva(0x101), 0x7000_1000);
-        assert!(find(&s, 0x104).is_none());
-        assert!(find(&s, 0xff).is_none());
+        let slot = find(&s, Gfn(0x101)).unwrap();
+        assert_eq!(slot.hva(Gfn(0x101)), Hva(0x7000_1000));
+        assert!(find(&s, Gfn(0x104)).is_none());
+        assert!(find(&s, Gfn(0xff)).is_none());
     }
 
     #[test]
     fn misaligned_requests_are_einval() {
         let s = Vec::new();
         assert_eq!(
-            plan(&s, &req(0, 0x800, 0x1000, 0x1000), LIMIT),
+            plan(&s, &req(0, 0x800, 0x1000, 0x1000), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
         assert_eq!(
-            plan(&s, &req(0, 0, 0x800, 0x1000), LIMIT),
+            plan(&s, &req(0, 0, 0x800, 0x1000), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
         assert_eq!(
-            plan(&s, &req(0, 0, 0x1000, 0x1001), LIMIT),
+            plan(&s, &req(0, 0, 0x1000, 0x1001), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
     }
@@ -254,31 +306,36 @@ mod tests {
     fn bad_slot_ids_and_flags_are_einval() {
         let s = Vec::new();
         assert_eq!(
-            plan(&s, &req(USER_MEM_SLOTS, 0, 0x1000, 0x1000), LIMIT),
+            plan(&s, &req(USER_MEM_SLOTS, 0, 0x1000, 0x1000), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
         assert_eq!(
-            plan(&s, &req(1 << 16, 0, 0x1000, 0x1000), LIMIT),
+            plan(&s, &req(1 << 16, 0, 0x1000, 0x1000), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
         let mut r = req(0, 0, 0x1000, 0x1000);
         r.flags = 1 << 7;
-        assert_eq!(plan(&s, &r, LIMIT), Err(SlotError::Inval));
+        assert_eq!(plan(&s, &r, LIMIT, MAX_GFN), Err(SlotError::Inval));
     }
 
     #[test]
     fn wrapping_or_kernel_addresses_are_einval() {
         let s = Vec::new();
         assert_eq!(
-            plan(&s, &req(0, !0xfff, 0x2000, 0x1000), LIMIT),
+            plan(&s, &req(0, !0xfff, 0x2000, 0x1000), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
         assert_eq!(
-            plan(&s, &req(0, 0, 0x2000, LIMIT - 0x1000), LIMIT),
+            plan(&s, &req(0, 0, 0x2000, LIMIT - 0x1000), LIMIT, MAX_GFN),
             Err(SlotError::Inval)
         );
         assert_eq!(
-            plan(&s, &req(0, 0, 0x1000, 0xffff_8000_0000_0000), LIMIT),
+            plan(
+                &s,
+                &req(0, 0, 0x1000, 0xffff_8000_0000_0000),
+                LIMIT,
+                MAX_GFN
+            ),
             Err(SlotError::Inval)
         );
     }
@@ -295,7 +352,7 @@ mod tests {
             apply(&mut s, &req(0, 0x1000, 0x4000, 0x1000_0000)),
             Ok(Change::Move { .. })
         ));
-        assert_eq!(find(&s, 1).unwrap().base_gfn, 1);
+        assert_eq!(find(&s, Gfn(1)).unwrap().base_gfn, 1);
     }
 
     #[test]
@@ -346,5 +403,77 @@ mod tests {
             apply(&mut s, &req(0, 0, 0x1000, 0x1000)),
             Ok(Change::Unchanged)
         );
+    }
+
+    #[test]
+    fn max_gfn_is_the_smaller_of_maxphyaddr_and_table_reach() {
+        assert_eq!(max_gfn(40, 48), (1 << 28) - 1);
+        assert_eq!(max_gfn(52, 48), (1 << 36) - 1);
+        assert_eq!(max_gfn(52, 57), (1 << 40) - 1);
+    }
+
+    // kvm_arch_prepare_memory_region: the last frame may be max_gfn, not
+    // beyond; only creating or moving a slot is checked.
+    #[test]
+    fn slot_reaching_beyond_max_gfn_is_einval() {
+        let mut s = Vec::new();
+        let top = (MAX_GFN + 1) << PAGE_SHIFT;
+        assert!(apply(&mut s, &req(0, top - 0x2000, 0x2000, 0x1000)).is_ok());
+        assert_eq!(
+            apply(&mut s, &req(1, top, 0x1000, 0x10_0000)),
+            Err(SlotError::Inval)
+        );
+        assert_eq!(
+            apply(&mut s, &req(1, 1 << 52, 0x1000, 0x10_0000)),
+            Err(SlotError::Inval)
+        );
+        // Moving beyond is refused, the slot stays where it was.
+        assert_eq!(
+            apply(&mut s, &req(0, top - 0x1000, 0x2000, 0x1000)),
+            Err(SlotError::Inval)
+        );
+        assert_eq!(s[0].base_gfn, MAX_GFN - 1);
+        // Overlap is checked first (EEXIST before EINVAL, as KVM).
+        assert_eq!(
+            apply(&mut s, &req(2, top - 0x1000, 0x2000, 0x10_0000)),
+            Err(SlotError::Exist)
+        );
+        assert!(matches!(
+            apply(&mut s, &req(0, 0, 0, 0)),
+            Ok(Change::Delete(_))
+        ));
+    }
+
+    /// A small deterministic generator (xorshift) for table shapes.
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
+    }
+
+    // The binary search finds exactly what a linear scan finds.
+    #[test]
+    fn sorted_lookup_matches_linear_scan() {
+        let mut x = 0x9e37_79b9_7f4a_7c15;
+        for round in 0..200 {
+            let mut s: Vec<Slot> = Vec::new();
+            let mut gfn = xorshift(&mut x) % 8;
+            for id in 0..(round % 40) {
+                let npages = 1 + xorshift(&mut x) % 6;
+                s.push(Slot {
+                    id,
+                    base_gfn: gfn,
+                    npages,
+                    userspace_addr: 0x1000_0000 * (u64::from(id) + 1),
+                    flags: 0,
+                });
+                gfn += npages + xorshift(&mut x) % 4;
+            }
+            for g in 0..gfn + 3 {
+                let linear = s.iter().find(|sl| sl.contains(Gfn(g)));
+                assert_eq!(find(&s, Gfn(g)), linear, "gfn {g}");
+            }
+        }
     }
 }

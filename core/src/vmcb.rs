@@ -260,6 +260,13 @@ impl VmcbControl {
         self.intercepts = words;
     }
 
+    /// Clears one intercept bit.
+    pub fn clear_intercept(&mut self, i: Intercept) {
+        let mut words = self.intercepts;
+        words[i.0 as usize] &= !(1 << i.1);
+        self.intercepts = words;
+    }
+
     /// Whether an intercept bit is set.
     pub fn has_intercept(&self, i: Intercept) -> bool {
         let words = self.intercepts;

@@ -385,13 +385,48 @@ pub mod reset {
     /// Limit of CS, DS, ES, FS, GS, SS, LDTR and TR, and of GDTR and IDTR
     /// (all bases and other selectors are zero).
     pub const SEG_LIMIT: u32 = 0xffff;
-    /// CS type on SVM: execute/read code, not accessed (`init_vmcb`).
-    pub const CS_TYPE: u8 = 0xa;
-    /// DS/ES/FS/GS type as `KVM_GET_SREGS` reports it on SVM: read/write
-    /// data, accessed (`svm_get_segment` forces the accessed bit).
-    pub const DATA_TYPE: u8 = 0x3;
-    /// SS type on SVM (no accessed bit forced).
-    pub const SS_TYPE: u8 = 0x2;
+    /// Segment types after RESET as `KVM_GET_SREGS` reports them, which
+    /// differ by vendor (SVM's `init_vmcb` and `svm_get_segment`, VMX's
+    /// `vmx_vcpu_reset`); `amd` picks SVM's. Every segment is present, CS
+    /// and the data segments are code/data (S set), LDTR and TR system.
+    pub const fn segment_types(amd: bool) -> SegmentTypes {
+        if amd {
+            // CS execute/read; data segments read/write with the accessed
+            // bit svm_get_segment forces; SS without it; LDT; busy 16-bit TSS
+            // (init_sys_seg) with the busy bit svm_get_segment forces.
+            SegmentTypes {
+                cs: 0xa,
+                data: 0x3,
+                ss: 0x2,
+                ldtr: 0x2,
+                tr: 0x3,
+            }
+        } else {
+            // seg_setup's 0x93/0x9b access rights; LDT; busy 32-bit TSS.
+            SegmentTypes {
+                cs: 0xb,
+                data: 0x3,
+                ss: 0x3,
+                ldtr: 0x2,
+                tr: 0xb,
+            }
+        }
+    }
+
+    /// The type field of each segment register after RESET.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SegmentTypes {
+        /// CS.
+        pub cs: u8,
+        /// DS, ES, FS and GS.
+        pub data: u8,
+        /// SS.
+        pub ss: u8,
+        /// LDTR.
+        pub ldtr: u8,
+        /// TR.
+        pub tr: u8,
+    }
     /// DR6 (`DR6_ACTIVE_LOW`).
     pub const DR6: u64 = 0xffff_0ff0;
     /// DR7 (`DR7_FIXED_1`).
@@ -992,6 +1027,12 @@ pub fn guest_set_cr4(cr4: u64, s: &CrState, caps: &GuestCaps, host_cr4_supported
         value: cr4,
         load_pdptes,
     }
+}
+
+/// Whether the guest uses PAE paging outside long mode, where the CPU
+/// holds the four PDPTEs in registers (loaded by MOV to CR0/CR3/CR4).
+pub fn pae_paging(cr0: u64, cr4: u64, efer: u64) -> bool {
+    cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && efer & EFER_LMA == 0
 }
 
 /// Whether a PAE page-directory-pointer entry may be loaded: a present
