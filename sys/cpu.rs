@@ -203,6 +203,28 @@ pub(crate) fn write_dr7(v: usize) {
     unsafe { rkvm_write_dr7(v) };
 }
 
+/// Loads `TSC_AUX` (what RDTSCP and RDPID return) with a guest's value,
+/// or the host's back, around a world switch: interrupts are off (`_irq`),
+/// so nothing on the host reads it meanwhile. The caller checked that the
+/// CPU has RDTSCP.
+pub(crate) fn write_tsc_aux(v: u64, _irq: &NoIrq<'_>) {
+    // SAFETY: TSC_AUX exists on a CPU with RDTSCP (the caller checked) and
+    // holds a 32-bit value (callers pass one); writing it affects only
+    // RDTSCP/RDPID results, which the host reads with interrupts on, after
+    // the caller has put its value back.
+    unsafe { rkvm_wrmsr(crate::msr::TSC_AUX, v & 0xffff_ffff) };
+}
+
+/// The host's MAXPHYADDR: CPUID 0x8000_0008 EAX[7:0] (the raw value, as
+/// KVM's `kvm_host.maxphyaddr`), or 36 without that leaf.
+pub(crate) fn host_maxphyaddr() -> u8 {
+    if cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        (cpuid(0x8000_0008, 0).eax & 0xff) as u8
+    } else {
+        36
+    }
+}
+
 /// The time-stamp counter.
 pub(crate) fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects and is allowed in ring 0.

@@ -3,7 +3,10 @@
 //! Guest FPU/SSE/AVX state: kept in an XSAVE area per vCPU and loaded only
 //! inside a kernel-FPU section around guest entry.
 
-use super::{cpu, mem::Pages};
+use super::{
+    cpu::{self, NoIrq},
+    mem::Pages,
+};
 use kernel::prelude::*;
 
 extern "C" {
@@ -13,6 +16,7 @@ extern "C" {
     fn rkvm_xrstor(area: *const u8, mask: u64);
     fn rkvm_fxsave(area: *mut u8);
     fn rkvm_fxrstor(area: *const u8);
+    fn rkvm_xsetbv0(xcr0: u64);
 }
 
 /// CPUID.1:ECX.OSXSAVE: the kernel enabled XSAVE.
@@ -46,10 +50,15 @@ impl GuestFpu {
         Ok(Self { area, xcr0 })
     }
 
+    /// The host's XCR0, if the host uses XSAVE.
+    pub(crate) fn host_xcr0(&self) -> Option<u64> {
+        self.xcr0
+    }
+
     /// Runs `f` with the guest's FPU state in the registers, then saves it
     /// back. Preemption is off inside (kernel-FPU section); `f` must not
-    /// sleep.
-    pub(crate) fn with_loaded<R>(&mut self, f: impl FnOnce() -> R) -> R {
+    /// sleep. `f` may load the guest's XCR0 for the world switch itself.
+    pub(crate) fn with_loaded<R>(&mut self, f: impl FnOnce(&Xcr0Switch) -> R) -> R {
         let p = self.area.as_ptr();
         // SAFETY: the kernel-FPU section protects the task's FPU state;
         // `p` is a 4 KiB-aligned area of at least the XSAVE size, and the
@@ -61,7 +70,7 @@ impl GuestFpu {
                 None => rkvm_fxrstor(p),
             }
         }
-        let r = f();
+        let r = f(&Xcr0Switch { host: self.xcr0 });
         // SAFETY: as above; still inside the kernel-FPU section.
         unsafe {
             match self.xcr0 {
@@ -71,5 +80,45 @@ impl GuestFpu {
             rkvm_fpu_end();
         }
         r
+    }
+}
+
+/// Loads a guest's XCR0 inside a kernel-FPU section ([`GuestFpu::with_loaded`]).
+pub(crate) struct Xcr0Switch {
+    host: Option<u64>,
+}
+
+/// The guest's XCR0 loaded; the host's is put back when this is dropped.
+pub(crate) struct GuestXcr0<'a> {
+    host: u64,
+    _irq: core::marker::PhantomData<&'a NoIrq<'a>>,
+}
+
+impl Xcr0Switch {
+    /// Loads `xcr0` until the returned guard is dropped, if it differs from
+    /// the host's. `xcr0` must be a valid XCR0 within the host's (the
+    /// caller checked it with KVM's rules against the host's XCR0); with
+    /// interrupts off (`irq`), nothing on the host runs with it.
+    pub(crate) fn load<'a>(&self, _irq: &'a NoIrq<'_>, xcr0: u64) -> Option<GuestXcr0<'a>> {
+        let host = self.host?;
+        if xcr0 == host || xcr0 & !host != 0 || xcr0 & 1 == 0 {
+            return None;
+        }
+        // SAFETY: XSETBV(0) with x87 set and only bits the host enabled
+        // (checked above) cannot fault; the FPU registers belong to the
+        // guest inside this kernel-FPU section, and the guard puts the
+        // host's value back before the section ends.
+        unsafe { rkvm_xsetbv0(xcr0) };
+        Some(GuestXcr0 {
+            host,
+            _irq: core::marker::PhantomData,
+        })
+    }
+}
+
+impl Drop for GuestXcr0<'_> {
+    fn drop(&mut self) {
+        // SAFETY: restores the host's own XCR0.
+        unsafe { rkvm_xsetbv0(self.host) };
     }
 }

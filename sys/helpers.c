@@ -7,12 +7,15 @@
 
 #include "helpers.h"
 
+#include <linux/capability.h>
 #include <linux/cpuhotplug.h>
 #include <linux/export.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
+#include <linux/pgtable.h>
 #include <linux/reboot.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <asm/debugreg.h>
 #include <asm/fpu/api.h>
@@ -111,15 +114,41 @@ void *rkvm_page_address(struct page *page)
 }
 
 /*
- * Pins one page of the current process's memory for a guest mapping.
+ * Charges @n pages to @mm's pinned_vm against the caller's RLIMIT_MEMLOCK,
+ * as RDMA and io_uring charge their pins: -ENOMEM past the limit, unless
+ * the task has CAP_IPC_LOCK.
+ */
+int rkvm_charge_pinned(struct mm_struct *mm, unsigned long n)
+{
+	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
+	u64 pinned = atomic64_add_return(n, &mm->pinned_vm);
+
+	if (pinned > limit && !capable(CAP_IPC_LOCK)) {
+		atomic64_sub(n, &mm->pinned_vm);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+void rkvm_uncharge_pinned(struct mm_struct *mm, unsigned long n)
+{
+	atomic64_sub(n, &mm->pinned_vm);
+}
+
+/*
+ * Pins one page of @mm, the current process's memory, for a guest mapping.
  * FOLL_LONGTERM: the pin lasts until the slot or VM goes, and makes fork()
  * copy the page for the child instead of sharing it.
  */
-int rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
+int rkvm_pin_user_page(struct mm_struct *mm, unsigned long addr, bool write,
+		       struct page **page)
 {
 	unsigned int flags = FOLL_LONGTERM | (write ? FOLL_WRITE : 0);
-	int n = pin_user_pages_fast(addr, 1, flags, page);
+	int n;
 
+	if (current->mm != mm)
+		return -EFAULT;
+	n = pin_user_pages_fast(addr, 1, flags, page);
 	if (n == 1)
 		return 0;
 	return n < 0 ? n : -EFAULT;
@@ -128,6 +157,51 @@ int rkvm_pin_user_page(unsigned long addr, bool write, struct page **page)
 void rkvm_unpin_user_page(struct page *page, bool dirty)
 {
 	unpin_user_pages_dirty_lock(&page, 1, dirty);
+}
+
+/*
+ * Whether @mm maps the 2 MiB of virtual memory around @addr with one huge
+ * entry (a PMD leaf, or a PUD leaf covering it) onto the 2 MiB of physical
+ * memory at @phys: a guest may get a 2 MiB mapping only of what its VMM
+ * maps as one (KVM's host_pfn_mapping_level). Walked without locks, with
+ * interrupts off so that the page tables cannot be freed meanwhile; each
+ * entry is read once.
+ */
+bool rkvm_mm_maps_2m(struct mm_struct *mm, unsigned long addr, u64 phys)
+{
+	unsigned long flags;
+	unsigned long pfn = 0;
+	bool huge = false;
+	pgd_t pgd;
+	p4d_t p4d;
+	pud_t pud;
+	pmd_t pmd;
+
+	local_irq_save(flags);
+	pgd = READ_ONCE(*pgd_offset(mm, addr));
+	if (pgd_none(pgd))
+		goto out;
+	p4d = READ_ONCE(*p4d_offset(&pgd, addr));
+	if (p4d_none(p4d) || !p4d_present(p4d))
+		goto out;
+	pud = READ_ONCE(*pud_offset(&p4d, addr));
+	if (pud_none(pud) || !pud_present(pud))
+		goto out;
+	if (pud_leaf(pud)) {
+		pfn = pud_pfn(pud) + ((addr & ~PUD_MASK) >> PAGE_SHIFT);
+		huge = true;
+		goto out;
+	}
+	pmd = READ_ONCE(*pmd_offset(&pud, addr));
+	if (pmd_none(pmd) || !pmd_present(pmd))
+		goto out;
+	if (pmd_leaf(pmd)) {
+		pfn = pmd_pfn(pmd);
+		huge = true;
+	}
+out:
+	local_irq_restore(flags);
+	return huge && (pfn & ~(unsigned long)(PTRS_PER_PMD - 1)) == PHYS_PFN(phys);
 }
 
 /* CPU hotplug: callbacks run on the CPU coming up or going down. */
@@ -182,6 +256,12 @@ u64 rkvm_xgetbv0(void)
 
 	asm volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
 	return ((u64)hi << 32) | lo;
+}
+
+/* Loads XCR0 (the caller checked the value is one the CPU accepts). */
+void rkvm_xsetbv0(u64 xcr0)
+{
+	asm volatile("xsetbv" : : "a"((u32)xcr0), "d"((u32)(xcr0 >> 32)), "c"(0) : "memory");
 }
 
 unsigned long rkvm_task_size(void)

@@ -8,6 +8,7 @@
 
 #include <linux/types.h>
 
+struct mm_struct;
 struct page;
 
 int rkvm_rdmsr_safe(u32 msr, u64 *val);
@@ -26,7 +27,11 @@ struct page *rkvm_alloc_pages(unsigned int order);
 void rkvm_free_pages(struct page *page, unsigned int order);
 u64 rkvm_page_to_phys(struct page *page);
 void *rkvm_page_address(struct page *page);
-int rkvm_pin_user_page(unsigned long addr, bool write, struct page **page);
+int rkvm_charge_pinned(struct mm_struct *mm, unsigned long n);
+void rkvm_uncharge_pinned(struct mm_struct *mm, unsigned long n);
+int rkvm_pin_user_page(struct mm_struct *mm, unsigned long addr, bool write,
+		       struct page **page);
+bool rkvm_mm_maps_2m(struct mm_struct *mm, unsigned long addr, u64 phys);
 void rkvm_unpin_user_page(struct page *page, bool dirty);
 int rkvm_cpuhp_setup(int (*online)(unsigned int), int (*offline)(unsigned int));
 void rkvm_cpuhp_remove(int state);
@@ -37,6 +42,7 @@ void rkvm_xrstor(void *area, u64 mask);
 void rkvm_fxsave(void *area);
 void rkvm_fxrstor(void *area);
 u64 rkvm_xgetbv0(void);
+void rkvm_xsetbv0(u64 xcr0);
 unsigned long rkvm_task_size(void);
 unsigned int rkvm_num_online_cpus(void);
 void rkvm_kick_cpu(int cpu);

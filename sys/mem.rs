@@ -4,16 +4,22 @@
 //! (VMCBs, permission maps, page tables) and pinned pages of the VMM's
 //! memory that back guest RAM.
 
+use crate::addr::Hva;
 use core::{ffi::c_void, ptr::NonNull};
-use kernel::{bindings, prelude::*};
+use kernel::{bindings, error::to_result, mm::Mm, prelude::*, sync::aref::ARef};
 
 extern "C" {
-    // `struct page` is passed as `void *`: bindgen's `page` is not FFI-safe.
+    // `struct page` and `struct mm_struct` are passed as `void *`: bindgen's
+    // are not FFI-safe.
     fn rkvm_alloc_pages(order: u32) -> *mut c_void;
     fn rkvm_free_pages(page: *mut c_void, order: u32);
     fn rkvm_page_to_phys(page: *mut c_void) -> u64;
     fn rkvm_page_address(page: *mut c_void) -> *mut c_void;
-    fn rkvm_pin_user_page(addr: usize, write: bool, page: *mut *mut c_void) -> i32;
+    fn rkvm_charge_pinned(mm: *mut c_void, n: usize) -> i32;
+    fn rkvm_uncharge_pinned(mm: *mut c_void, n: usize);
+    fn rkvm_pin_user_page(mm: *mut c_void, addr: usize, write: bool, page: *mut *mut c_void)
+        -> i32;
+    fn rkvm_mm_maps_2m(mm: *mut c_void, addr: usize, phys: u64) -> bool;
     fn rkvm_unpin_user_page(page: *mut c_void, dirty: bool);
     fn rkvm_page_huge_2m(page: *mut c_void) -> u64;
 }
@@ -85,6 +91,13 @@ impl Pages {
         unsafe { core::slice::from_raw_parts_mut(self.virt.as_ptr().cast(), self.len() / 8) }
     }
 
+    /// The memory as 64-bit words, read-only.
+    pub(crate) fn u64s(&self) -> &[u64] {
+        // SAFETY: owned, aligned, zero-initialised memory of `len()` bytes;
+        // shared access only reads.
+        unsafe { core::slice::from_raw_parts(self.virt.as_ptr().cast(), self.len() / 8) }
+    }
+
     /// The memory as bytes, writable.
     pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_u64s`.
@@ -147,13 +160,16 @@ impl<T: ZeroPage> core::ops::DerefMut for PageBox<T> {
 }
 
 /// One page of the VMM's memory, pinned (FOLL_LONGTERM) while it backs a
-/// guest mapping.
+/// guest mapping and charged to the VMM's `pinned_vm` (against
+/// `RLIMIT_MEMLOCK`, as RDMA and io_uring charge their pins).
 ///
 /// # Invariants
 ///
-/// `page` holds one pin taken by `rkvm_pin_user_page`, released in `drop`.
+/// `page` holds one pin taken by `rkvm_pin_user_page`, and one page is
+/// charged to `mm`'s `pinned_vm`; `drop` releases both.
 pub(crate) struct PinnedPage {
     page: NonNull<bindings::page>,
+    mm: ARef<Mm>,
     writable: bool,
 }
 
@@ -163,19 +179,31 @@ unsafe impl Send for PinnedPage {}
 unsafe impl Sync for PinnedPage {}
 
 impl PinnedPage {
-    /// Pins the page at `addr` in the current process (for writing if
-    /// `write`). `EFAULT` if it is not mapped with that access.
-    pub(crate) fn pin(addr: u64, write: bool) -> Result<Self> {
+    /// Pins the page at `addr` of `mm`, the calling process's memory (for
+    /// writing if `write`). `ENOMEM` past `RLIMIT_MEMLOCK` (unless the
+    /// caller has `CAP_IPC_LOCK`), `EFAULT` if it is not mapped with that
+    /// access, or another process calls.
+    pub(crate) fn pin(mm: &Mm, addr: Hva, write: bool) -> Result<Self> {
+        // SAFETY: `mm` is a live mm (the reference keeps it).
+        to_result(unsafe { rkvm_charge_pinned(mm.as_raw().cast(), 1) })?;
         let mut page: *mut c_void = core::ptr::null_mut();
-        // SAFETY: `page` is a valid out-pointer; the helper checks `addr`.
-        let r = unsafe { rkvm_pin_user_page(addr as usize, write, &mut page) };
-        if r < 0 {
-            return Err(Error::from_errno(r));
+        // SAFETY: `page` is a valid out-pointer; the helper checks that `mm`
+        // is the caller's and pins only through the caller's page tables.
+        let r =
+            unsafe { rkvm_pin_user_page(mm.as_raw().cast(), addr.0 as usize, write, &mut page) };
+        match NonNull::new(page.cast::<bindings::page>()) {
+            // INVARIANT: pinned and charged.
+            Some(page) if r == 0 => Ok(Self {
+                page,
+                mm: mm.into(),
+                writable: write,
+            }),
+            _ => {
+                // SAFETY: the page charged above, not pinned.
+                unsafe { rkvm_uncharge_pinned(mm.as_raw().cast(), 1) };
+                Err(if r < 0 { Error::from_errno(r) } else { EFAULT })
+            }
         }
-        Ok(Self {
-            page: NonNull::new(page.cast::<bindings::page>()).ok_or(EFAULT)?,
-            writable: write,
-        })
     }
 
     /// The physical address of the page.
@@ -184,12 +212,18 @@ impl PinnedPage {
         unsafe { rkvm_page_to_phys(self.page.as_ptr().cast()) }
     }
 
-    /// The start of the 2 MiB physical range around this page, if one huge
-    /// folio (THP or hugetlb) backs all of it; the pin keeps it allocated.
-    pub(crate) fn huge_2m_phys(&self) -> Option<u64> {
+    /// The start of the 2 MiB physical range around this page if a guest
+    /// may map it whole: one huge folio (THP or hugetlb) backs all of it, so
+    /// this pin keeps all of it allocated, and the VMM maps the 2 MiB around
+    /// `addr` (where this page was pinned) with one huge entry onto exactly
+    /// that range, so no part of it is memory the VMM no longer maps.
+    pub(crate) fn huge_2m_phys(&self, addr: Hva) -> Option<u64> {
         // SAFETY: the page is pinned, so its folio is valid.
         let p = unsafe { rkvm_page_huge_2m(self.page.as_ptr().cast()) };
-        (p != 0).then_some(p)
+        // SAFETY: `mm` is live (held); the helper only reads its page tables,
+        // with interrupts off.
+        (p != 0 && unsafe { rkvm_mm_maps_2m(self.mm.as_raw().cast(), addr.0 as usize, p) })
+            .then_some(p)
     }
 
     /// Whether the pin allows guest writes.
@@ -201,8 +235,12 @@ impl PinnedPage {
 impl Drop for PinnedPage {
     fn drop(&mut self) {
         // SAFETY: releases the pin taken in `pin`; a writable page may have
-        // been written by the guest, so it is marked dirty.
-        unsafe { rkvm_unpin_user_page(self.page.as_ptr().cast(), self.writable) };
+        // been written by the guest, so it is marked dirty. Then the charge
+        // `pin` took (invariant).
+        unsafe {
+            rkvm_unpin_user_page(self.page.as_ptr().cast(), self.writable);
+            rkvm_uncharge_pinned(self.mm.as_raw().cast(), 1);
+        }
     }
 }
 

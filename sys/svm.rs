@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The SVM world switch (`sys/svm_vmrun.S`) behind a safe call.
+//! The SVM world switch (`sys/svm_vmrun.S`), and the VMCB as a page the
+//! hardware reads.
 
-use super::cpu::NoIrq;
+use super::{cpu::NoIrq, mem::ZeroPage};
+use crate::vmcb::Vmcb;
+
+// SAFETY: `Vmcb` is a repr(C) page of integers (its size is asserted in
+// core/src/vmcb.rs); all-zero is a valid value.
+unsafe impl ZeroPage for Vmcb {}
 
 extern "C" {
     fn rkvm_svm_vmrun(guest_vmcb_pa: u64, gprs: *mut u64, host_vmcb_pa: u64);
