@@ -11,8 +11,13 @@
 //! changes); FOLL_LONGTERM makes fork() copy pinned pages for the child
 //! rather than share them. KVM instead follows the VMM's page tables with
 //! MMU notifiers; that is future work (Documentation/design.rst).
+//!
+//! Unmapping never allocates and is ordered: the entries are cleared, the
+//! caller's flush makes every vCPU drop the translations it may cache, and
+//! only then are the pins released ([`Mmu::unmap_range`]).
 
 use crate::{
+    addr::Gfn,
     sys::mem::{Pages, PinnedPage},
     vmcs::ept,
 };
@@ -85,20 +90,29 @@ impl Format {
 /// keep the pages its leaf entries map alive. The pins live beside the
 /// entries (no per-fault allocation): a 4 KiB pin in the level-0 table, the
 /// pin of a 2 MiB mapping in the level-1 table.
+///
+/// A pin beside a cleared entry belongs to a mapping that is being removed:
+/// a vCPU may still hold its translation until the TLB flush, so it is
+/// released only after it ([`Table::release_cleared`]).
 struct Table {
     fmt: Format,
     page: Pages,
+    /// Next-level tables (none at level 0).
     children: KVec<Option<KBox<Table>>>,
+    /// Pins of leaf entries (levels 0 and 1 only).
     pins: KVec<Option<PinnedPage>>,
 }
 
 impl Table {
-    fn new(fmt: Format) -> Result<Self> {
-        let mut children = KVec::with_capacity(512, GFP_KERNEL)?;
-        let mut pins = KVec::with_capacity(512, GFP_KERNEL)?;
-        for _ in 0..512 {
-            children.push(None, GFP_KERNEL)?;
-            pins.push(None, GFP_KERNEL)?;
+    fn new(fmt: Format, level: u32) -> Result<Self> {
+        let slots = |used: bool| if used { 512 } else { 0 };
+        let mut children = KVec::with_capacity(slots(level > 0), GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..slots(level > 0) {
+            children.push(None, GFP_KERNEL_ACCOUNT)?;
+        }
+        let mut pins = KVec::with_capacity(slots(level <= 1), GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..slots(level <= 1) {
+            pins.push(None, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(Self {
             fmt,
@@ -116,17 +130,28 @@ impl Table {
         &mut self.page.as_u64s()[i]
     }
 
-    /// The table one level down for `i`, created if missing.
-    fn child(&mut self, i: usize) -> Result<&mut Table> {
+    fn pin(&self, i: usize) -> Option<&PinnedPage> {
+        self.pins.get(i)?.as_ref()
+    }
+
+    fn child_mut(&mut self, i: usize) -> Option<&mut Table> {
+        self.children.get_mut(i)?.as_deref_mut()
+    }
+
+    /// The table one level down for `i` (this table is at `level`), created
+    /// if missing.
+    fn child(&mut self, level: u32, i: usize) -> Result<&mut Table> {
         if self.children[i].is_none() {
-            let t = KBox::new(Table::new(self.fmt)?, GFP_KERNEL)?;
+            let t = KBox::new(Table::new(self.fmt, level - 1)?, GFP_KERNEL_ACCOUNT)?;
             *self.entry(i) = self.fmt.table(t.page.phys());
             self.children[i] = Some(t);
         }
         self.children[i].as_deref_mut().ok_or(ENOMEM)
     }
 
-    /// Sets the 4 KiB leaf for `gpa` and keeps its pin.
+    /// Sets the 4 KiB leaf for `gpa` and keeps its pin. The entry is empty:
+    /// a pin still beside it would be one awaiting its flush, which the
+    /// caller's lock rules out.
     fn map(&mut self, level: u32, gpa: u64, leaf: u64, pin: PinnedPage) -> Result {
         let i = Self::index(level, gpa);
         if level == 0 {
@@ -134,7 +159,7 @@ impl Table {
             self.pins[i] = Some(pin);
             return Ok(());
         }
-        self.child(i)?.map(level - 1, gpa, leaf, pin)
+        self.child(level, i)?.map(level - 1, gpa, leaf, pin)
     }
 
     /// Sets a 2 MiB leaf for `gpa` at level 1 and keeps its pin; gives the
@@ -155,18 +180,19 @@ impl Table {
             self.pins[i] = Some(pin);
             return Ok(None);
         }
-        self.child(i)?.map_huge(level - 1, gpa, leaf, pin)
+        self.child(level, i)?.map_huge(level - 1, gpa, leaf, pin)
     }
 
-    /// The leaf entry (4 KiB or 2 MiB) that maps `gpa`, if any.
+    /// The leaf entry (4 KiB or 2 MiB) that maps `gpa`, if any, and whether
+    /// its pin allows writes.
     fn leaf(&mut self, level: u32, gpa: u64) -> Option<(u64, bool)> {
         let i = Self::index(level, gpa);
         let e = *self.entry(i);
         if level == 0 || (level == 1 && e & PTE_PS != 0) {
-            let writable_pin = self.pins[i].as_ref().is_some_and(|p| p.writable());
+            let writable_pin = self.pin(i).is_some_and(|p| p.writable());
             return self.fmt.present(e).then_some((e, writable_pin));
         }
-        self.children[i].as_deref_mut()?.leaf(level - 1, gpa)
+        self.child_mut(i)?.leaf(level - 1, gpa)
     }
 
     /// Sets or clears RW in the 4 KiB leaf for `gpa`; whether it changed.
@@ -181,41 +207,47 @@ impl Table {
             *e = if rw { *e | w } else { *e & !w };
             return true;
         }
-        match self.children[i].as_deref_mut() {
+        match self.child_mut(i) {
             Some(t) => t.set_rw(level - 1, gpa, rw),
             None => false,
         }
     }
 
-    /// Clears every leaf in this table's part of `[start, end)` (GPAs; the
-    /// table covers from `base`) and moves their pins to `out`.
-    fn unmap_range(
-        &mut self,
-        level: u32,
-        base: u64,
-        start: u64,
-        end: u64,
-        out: &mut KVec<PinnedPage>,
-    ) -> Result {
+    /// The entries of this table (at `level`, covering GPAs from `base`)
+    /// that overlap `[start, end)`.
+    fn span(level: u32, base: u64, start: u64, end: u64) -> impl Iterator<Item = (usize, u64)> {
         let span = 1u64 << (12 + 9 * level);
-        let first = if start > base {
-            ((start - base) / span) as usize
-        } else {
-            0
-        };
-        for i in first..512 {
-            let lo = base + i as u64 * span;
-            if lo >= end {
-                break;
-            }
-            if let Some(p) = self.pins[i].take() {
+        let first = (start.saturating_sub(base) / span) as usize;
+        (first..512)
+            .map(move |i| (i, base + i as u64 * span))
+            .take_while(move |&(_, lo)| lo < end)
+    }
+
+    /// Clears every leaf entry in this table's part of `[start, end)`,
+    /// leaving the pins beside them; whether any was mapped.
+    fn clear_range(&mut self, level: u32, base: u64, start: u64, end: u64) -> bool {
+        let mut cleared = false;
+        for (i, lo) in Self::span(level, base, start, end) {
+            if self.pin(i).is_some() {
                 *self.entry(i) = 0;
-                out.push(p, GFP_KERNEL)?;
-            } else if let Some(t) = self.children[i].as_deref_mut() {
-                t.unmap_range(level - 1, lo, start, end, out)?;
+                cleared = true;
+            } else if let Some(t) = self.child_mut(i) {
+                cleared |= t.clear_range(level - 1, lo, start, end);
             }
         }
-        Ok(())
+        cleared
+    }
+
+    /// Drops the pins beside cleared entries in `[start, end)`.
+    fn release_cleared(&mut self, level: u32, base: u64, start: u64, end: u64) {
+        for (i, lo) in Self::span(level, base, start, end) {
+            let e = *self.entry(i);
+            if self.pin(i).is_some() && !self.fmt.present(e) {
+                self.pins[i] = None;
+            } else if let Some(t) = self.child_mut(i) {
+                t.release_cleared(level - 1, lo, start, end);
+            }
+        }
     }
 }
 
@@ -235,7 +267,7 @@ impl Mmu {
             fmt,
             levels,
             huge,
-            root: Table::new(fmt)?,
+            root: Table::new(fmt, levels - 1)?,
         })
     }
 
@@ -246,18 +278,18 @@ impl Mmu {
     }
 
     /// Whether `gfn` is mapped writable (`Some(true)`), read-only, or not.
-    pub(crate) fn mapped(&mut self, gfn: u64) -> Option<bool> {
+    pub(crate) fn mapped(&mut self, gfn: Gfn) -> Option<bool> {
         self.root
-            .leaf(self.levels - 1, gfn << 12)
+            .leaf(self.levels - 1, gfn.gpa().0)
             .map(|(e, _)| e & self.fmt.write_bit() != 0)
     }
 
     /// Maps guest frame `gfn` (not mapped yet) to the pinned page `page`,
     /// writable if `writable` (which needs a writable pin).
-    pub(crate) fn map(&mut self, gfn: u64, page: PinnedPage, writable: bool) -> Result {
+    pub(crate) fn map(&mut self, gfn: Gfn, page: PinnedPage, writable: bool) -> Result {
         let writable = writable && page.writable();
         let leaf = self.fmt.leaf(page.phys(), writable, false);
-        self.root.map(self.levels - 1, gfn << 12, leaf, page)
+        self.root.map(self.levels - 1, gfn.gpa().0, leaf, page)
     }
 
     /// Maps the 2 MiB of guest memory at `base_gfn` (2 MiB aligned) to the
@@ -266,7 +298,7 @@ impl Mmu {
     /// already exist there (the caller maps 4 KiB instead).
     pub(crate) fn map_2m(
         &mut self,
-        base_gfn: u64,
+        base_gfn: Gfn,
         phys: u64,
         page: PinnedPage,
         writable: bool,
@@ -277,15 +309,15 @@ impl Mmu {
         let writable = writable && page.writable();
         let leaf = self.fmt.leaf(phys, writable, true);
         self.root
-            .map_huge(self.levels - 1, base_gfn << 12, leaf, page)
+            .map_huge(self.levels - 1, base_gfn.gpa().0, leaf, page)
     }
 
     /// Lets the guest write a mapped 4 KiB frame (dirty logging saw the
     /// write). `false` if the frame is not mapped or its pin is read-only.
-    pub(crate) fn make_writable(&mut self, gfn: u64) -> bool {
-        match self.root.leaf(self.levels - 1, gfn << 12) {
+    pub(crate) fn make_writable(&mut self, gfn: Gfn) -> bool {
+        match self.root.leaf(self.levels - 1, gfn.gpa().0) {
             Some((_, true)) => {
-                self.root.set_rw(self.levels - 1, gfn << 12, true);
+                self.root.set_rw(self.levels - 1, gfn.gpa().0, true);
                 true
             }
             _ => false,
@@ -295,25 +327,28 @@ impl Mmu {
     /// Makes the frames `base_gfn + i` for each set bit `i` of `mask`
     /// read-only, so the next write to each faults and is logged. Returns
     /// whether any entry changed (then the guest TLB must be flushed).
-    pub(crate) fn write_protect(&mut self, base_gfn: u64, mask: u64) -> bool {
+    pub(crate) fn write_protect(&mut self, base_gfn: Gfn, mask: u64) -> bool {
         let mut changed = false;
         for i in 0..64 {
             if mask & (1 << i) != 0 {
                 changed |= self
                     .root
-                    .set_rw(self.levels - 1, (base_gfn + i) << 12, false);
+                    .set_rw(self.levels - 1, base_gfn.add(i).gpa().0, false);
             }
         }
         changed
     }
 
-    /// Unmaps `npages` frames from `base_gfn` and returns their pins, which
-    /// the caller drops only after every vCPU has flushed its TLB.
-    pub(crate) fn unmap_range(&mut self, base_gfn: u64, npages: u64) -> Result<KVec<PinnedPage>> {
-        let mut gone = KVec::new();
-        let (start, end) = (base_gfn << 12, (base_gfn + npages) << 12);
-        self.root
-            .unmap_range(self.levels - 1, 0, start, end, &mut gone)?;
-        Ok(gone)
+    /// Unmaps `npages` frames from `base_gfn`: clears their entries, calls
+    /// `flush` (which must make every vCPU drop the guest translations it
+    /// may cache) if any was mapped, and only then releases the pages.
+    /// Allocates nothing, so it cannot fail half-way.
+    pub(crate) fn unmap_range(&mut self, base_gfn: Gfn, npages: u64, flush: impl FnOnce()) {
+        let (start, end) = (base_gfn.gpa().0, base_gfn.add(npages).gpa().0);
+        let top = self.levels - 1;
+        if self.root.clear_range(top, 0, start, end) {
+            flush();
+            self.root.release_cleared(top, 0, start, end);
+        }
     }
 }

@@ -5,11 +5,16 @@
 
 use crate::{
     abi,
+    addr::{Gfn, Gpa},
+    backend::Backend,
+    memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
     mmu::Mmu,
     sys::{
         cpu,
         file::{self, AnonFile},
+        mem::PinnedPage,
+        srcu::SrcuBox,
         uaccess,
     },
     uapi::{KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
@@ -20,53 +25,62 @@ use kernel::{
     mm::Mm,
     new_mutex,
     prelude::*,
-    rbtree::RBTree,
     sync::{aref::ARef, Arc, ArcBorrow, Mutex},
-    uaccess::{UserPtr, UserSlice},
 };
 
 /// One VM. It belongs to the address space (mm) of the process that
 /// created it; ioctls from any other mm fail with `EIO`, as in KVM.
 ///
-/// Lock order: `slots`, then `mmu` or `vcpus`.
+/// Lock order: `slots_lock`, then `mmu`, then `vcpus`. The slot table
+/// itself is read under SRCU ([`Vm::mem`]) and needs no lock.
 #[pin_data]
-pub(crate) struct Vm {
+pub(crate) struct Vm<B: Backend> {
     mm: ARef<Mm>,
+    /// The memory slots, as vCPUs see them.
     #[pin]
-    slots: Mutex<SlotTable>,
+    slots: SrcuBox<SlotTable>,
+    /// Held by whoever changes the slots or reads a dirty log (KVM's
+    /// `slots_lock`).
+    #[pin]
+    slots_lock: Mutex<()>,
     #[pin]
     mmu: Mutex<Mmu>,
     #[pin]
-    vcpus: Mutex<KVec<Arc<Vcpu>>>,
+    vcpus: Mutex<KVec<Arc<Vcpu<B>>>>,
     /// Bumped whenever mappings leave the nested page table; each vCPU
     /// flushes its TLB when it sees a new value.
     pub(crate) tlb_gen: AtomicU64,
     /// The second-level page table root (nCR3 or the EPT pointer's
     /// address); fixed for the VM's life.
     pub(crate) ncr3: u64,
+    /// The highest frame a slot may hold (`memslot::max_gfn`).
+    max_gfn: u64,
+    /// The TSC offset every vCPU starts with: the guest's TSC counts from
+    /// 0 at VM creation, the same on all vCPUs.
+    tsc_offset: u64,
 }
 
-impl Vm {
+impl<B: Backend> Vm<B> {
     /// Creates a VM owned by the calling process.
     pub(crate) fn new() -> Result<Arc<Self>> {
         let mm = ARef::<Mm>::from(&**kernel::current!().mm().ok_or(EINVAL)?);
-        let vendor = crate::virt::Vendor::current();
-        let (format, levels) = vendor.mmu_format();
-        let mmu = Mmu::new(format, levels, vendor.huge_pages())?;
+        let shape = B::mmu();
+        let mmu = Mmu::new(shape.format, shape.levels, shape.huge)?;
         let ncr3 = mmu.root_pa();
+        let max_gfn = memslot::max_gfn(cpu::host_maxphyaddr(), (12 + 9 * shape.levels) as u8);
         Arc::pin_init(
-            pin_init!(Self {
+            try_pin_init!(Self {
                 mm,
-                slots <- new_mutex!(SlotTable {
-                    list: KVec::new(),
-                    dirty: RBTree::new(),
-                }),
+                slots <- SrcuBox::new(KBox::new(SlotTable::empty(), GFP_KERNEL_ACCOUNT)?),
+                slots_lock <- new_mutex!(()),
                 mmu <- new_mutex!(mmu),
                 vcpus <- new_mutex!(KVec::new()),
                 tlb_gen: AtomicU64::new(0),
                 ncr3,
+                max_gfn,
+                tsc_offset: 0u64.wrapping_sub(cpu::rdtsc()),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -75,6 +89,17 @@ impl Vm {
             Some(mm) if core::ptr::eq(mm.as_raw(), self.mm.as_raw()) => Ok(()),
             _ => Err(EIO),
         }
+    }
+
+    /// A view of guest memory (the slot table under SRCU) for one exit or
+    /// ioctl.
+    pub(crate) fn mem(&self) -> Mem<'_> {
+        Mem::new(self.slots.read())
+    }
+
+    /// A view of guest memory for one exit, taken when first needed.
+    pub(crate) fn mem_once(&self) -> MemOnce<'_> {
+        MemOnce::new(&self.slots)
     }
 
     fn create_vcpu(this: ArcBorrow<'_, Self>, id: usize) -> Result<isize> {
@@ -88,14 +113,14 @@ impl Vm {
         if vcpus.iter().any(|v| v.id == id as u32) {
             return Err(EEXIST);
         }
-        let vcpu = Vcpu::new(id as u32)?;
-        vcpus.push(vcpu.clone(), GFP_KERNEL)?;
+        let vcpu = Vcpu::new(id as u32, this.tsc_offset)?;
+        vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
         let f = Arc::new(
             VcpuFile {
                 vm: this.into(),
                 vcpu,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         let mut name = [0u8; 24];
         let n = fmt_name(&mut name, id);
@@ -109,44 +134,35 @@ impl Vm {
         }
     }
 
+    /// `KVM_SET_USER_MEMORY_REGION(2)`: builds the new slot table, publishes
+    /// it, waits until no vCPU reads the old one, then unmaps what the
+    /// change took away (a deleted or moved slot's pages; a slot that starts
+    /// logging writes faults again, at 4 KiB and read-only, so every write
+    /// from now on is seen).
     fn set_memory_region(&self, req: memslot::Request) -> Result<isize> {
-        let mut t = self.slots.lock();
-        let change = memslot::plan(&t.list, &req, cpu::task_size()).map_err(|e| match e {
-            SlotError::Inval => EINVAL,
-            SlotError::Exist => EEXIST,
-        })?;
+        let _w = self.slots_lock.lock();
+        let (change, new) =
+            {
+                let cur = self.slots.read();
+                let change = memslot::plan(cur.slots(), &req, cpu::task_size(), self.max_gfn)
+                    .map_err(|e| match e {
+                        SlotError::Inval => EINVAL,
+                        SlotError::Exist => EEXIST,
+                    })?;
+                if change == Change::Unchanged {
+                    return Ok(0);
+                }
+                (change, cur.with_change(&change)?)
+            };
+        let old = self.slots.replace(new);
         match change {
-            Change::Unchanged => {}
-            Change::Create(s) => {
-                t.list.push(s, GFP_KERNEL)?;
-                if s.logs_dirty() {
-                    t.start_logging(&s)?;
-                }
+            Change::Delete(gone) | Change::Move { old: gone, .. } => self.unmap(&gone),
+            Change::FlagsOnly { old, new } if new.logs_dirty() && !old.logs_dirty() => {
+                self.unmap(&new)
             }
-            Change::Delete(old) => {
-                self.zap(&old)?;
-                t.list.retain(|s| s.id != old.id);
-                t.dirty.remove(&old.id);
-            }
-            Change::Move { old, new } | Change::FlagsOnly { old, new } => {
-                if old.base_gfn != new.base_gfn {
-                    self.zap(&old)?;
-                }
-                if let Some(s) = t.list.iter_mut().find(|s| s.id == new.id) {
-                    *s = new;
-                }
-                t.dirty.remove(&old.id);
-                if new.logs_dirty() && !old.logs_dirty() {
-                    t.start_logging(&new)?;
-                    // Everything mapped before logging began (2 MiB
-                    // mappings too) faults again, at 4 KiB and read-only,
-                    // so every write from now on is seen.
-                    self.zap(&new)?;
-                } else if new.logs_dirty() {
-                    t.start_logging(&new)?;
-                }
-            }
+            _ => {}
         }
+        drop(old);
         Ok(0)
     }
 
@@ -158,28 +174,30 @@ impl Vm {
         if as_id != 0 || id >= memslot::USER_MEM_SLOTS {
             return Err(EINVAL);
         }
-        let mut t = self.slots.lock();
-        let Some(slot) = t.list.iter().find(|s| s.id == id).copied() else {
+        let _w = self.slots_lock.lock();
+        let mem = self.mem();
+        let Some((slot, bits)) = mem.table().logging(id) else {
             return Err(ENOENT);
         };
-        let Some(bits) = t.dirty.get_mut(&id) else {
-            return Err(ENOENT);
-        };
-        let mut snapshot = KVec::with_capacity(bits.len(), GFP_KERNEL)?;
+        let mut snapshot = KVec::with_capacity(bits.words(), GFP_KERNEL_ACCOUNT)?;
+        // Bits are taken and pages write-protected under the MMU lock, which
+        // a fault holds while it marks a page dirty and maps it writable: a
+        // write is either in this snapshot with its page protected, or in
+        // the next one.
         let mut mmu = self.mmu.lock();
         let mut changed = false;
-        for (w, word) in bits.iter_mut().enumerate() {
-            let mask = core::mem::take(word);
-            snapshot.push(mask, GFP_KERNEL)?;
+        for w in 0..bits.words() {
+            let mask = bits.take(w);
+            snapshot.push(mask, GFP_KERNEL_ACCOUNT)?;
             if mask != 0 {
-                changed |= mmu.write_protect(slot.base_gfn + w as u64 * 64, mask);
+                changed |= mmu.write_protect(slot.base().add(w as u64 * 64), mask);
             }
         }
-        drop(mmu);
-        drop(t);
         if changed {
             self.flush_tlbs();
         }
+        drop(mmu);
+        drop(mem);
         uaccess::write_array(log.dirty_bitmap as usize, &snapshot)?;
         Ok(0)
     }
@@ -197,165 +215,89 @@ impl Vm {
 
     /// Removes a slot's pages from the nested page table, makes every vCPU
     /// drop them from its TLB, and only then unpins them.
-    fn zap(&self, slot: &Slot) -> Result {
-        let pins = self.mmu.lock().unmap_range(slot.base_gfn, slot.npages)?;
-        if !pins.is_empty() {
-            self.flush_tlbs();
-        }
-        drop(pins);
-        Ok(())
-    }
-
-    /// The slot holding guest frame `gfn`.
-    pub(crate) fn slot_of(&self, gfn: u64) -> Option<Slot> {
-        memslot::find(&self.slots.lock().list, gfn).copied()
+    fn unmap(&self, slot: &Slot) {
+        self.mmu
+            .lock()
+            .unmap_range(slot.base(), slot.npages, || self.flush_tlbs());
     }
 
     /// Handles a nested page fault at `gpa`: maps the page if a slot backs
     /// it with the access needed. `Ok(false)` means MMIO (no slot, or a
     /// write to a read-only slot).
-    pub(crate) fn fault_in(&self, gpa: u64, write: bool) -> Result<bool> {
-        let gfn = gpa >> 12;
-        // Holding the slots lock keeps the slot from changing under the new
-        // mapping; pinning may sleep, which a mutex allows.
-        let mut t = self.slots.lock();
-        let Some(slot) = memslot::find(&t.list, gfn).copied() else {
+    ///
+    /// The VMM's page is pinned with no lock held (pinning may sleep on a
+    /// page fault or a userfaultfd); `mem` keeps the slot table from being
+    /// replaced meanwhile: a slot change waits for this reader before it
+    /// unmaps, so whatever is mapped here for a slot that is going away is
+    /// unmapped again.
+    pub(crate) fn fault_in(&self, mem: &Mem<'_>, gpa: Gpa, write: bool) -> Result<bool> {
+        let gfn = gpa.gfn();
+        let Some((slot, dirty)) = mem.table().find(gfn) else {
             return Ok(false);
         };
         if write && slot.readonly() {
             return Ok(false);
         }
-        let logging = t.dirty.get(&slot.id).is_some();
-        // Bound first: a guard in the match scrutinee would live through
-        // the arms, which lock the MMU again.
-        let mapped = self.mmu.lock().mapped(gfn);
-        match mapped {
-            // Mapped meanwhile by another vCPU.
-            Some(true) => return Ok(true),
-            Some(false) if !write => return Ok(true),
-            // A write to a page dirty logging write-protected.
-            Some(false) => {
-                // The VMM's own mapping was read-only when the page was
-                // pinned: the write cannot be done (KVM: EFAULT).
-                if !self.mmu.lock().make_writable(gfn) {
-                    return Err(EFAULT);
+        let index = gfn.0 - slot.base_gfn;
+        {
+            let mut mmu = self.mmu.lock();
+            match mmu.mapped(gfn) {
+                // Mapped meanwhile by another vCPU.
+                Some(true) => return Ok(true),
+                Some(false) if !write => return Ok(true),
+                // A write to a page dirty logging write-protected.
+                Some(false) => {
+                    // The VMM's own mapping was read-only when the page was
+                    // pinned: the write cannot be done (KVM: EFAULT).
+                    if !mmu.make_writable(gfn) {
+                        return Err(EFAULT);
+                    }
+                    if let Some(d) = dirty {
+                        d.mark(index);
+                    }
+                    return Ok(true);
                 }
-                t.mark_dirty(&slot, gfn);
-                return Ok(true);
+                None => {}
             }
-            None => {}
         }
         // A VMM mapping without write permission still backs reads: pin it
         // read-only then (a write fault is EFAULT, as in KVM).
-        let page = match crate::sys::mem::PinnedPage::pin(slot.hva(gfn), !slot.readonly()) {
-            Err(e) if !write && !slot.readonly() => {
-                crate::sys::mem::PinnedPage::pin(slot.hva(gfn), false).map_err(|_| e)?
+        let hva = slot.hva(gfn);
+        let mut page = match PinnedPage::pin(&self.mm, hva, !slot.readonly()) {
+            Err(e) if !write && !slot.readonly() && e != ENOMEM => {
+                PinnedPage::pin(&self.mm, hva, false).map_err(|_| e)?
             }
             r => r?,
         };
+        // A 2 MiB mapping when the whole aligned range is in the slot, the
+        // VMM maps it with one huge entry of one huge folio (the pin keeps
+        // it), and the slot does not log writes (tracked at 4 KiB).
+        let base = Gfn(gfn.0 & !511);
+        let huge = if dirty.is_none() && base >= slot.base() && base.add(512) <= slot.end() {
+            page.huge_2m_phys(slot.hva(base))
+        } else {
+            None
+        };
         // While logging, map read-only until the first write, which faults
         // again and is recorded.
-        let writable = !logging || write;
-        if logging && write {
-            t.mark_dirty(&slot, gfn);
-        }
+        let writable = dirty.is_none() || write;
         let mut mmu = self.mmu.lock();
         if mmu.mapped(gfn).is_some() {
+            // Another vCPU was faster; `page` is unpinned after the lock.
+            drop(mmu);
             return Ok(true);
         }
-        // A 2 MiB mapping when the whole aligned range is in the slot, the
-        // VMM's address is aligned the same way, and one huge folio backs
-        // it; not while logging (dirty pages are tracked at 4 KiB).
-        let base = gfn & !511;
-        let aligned = slot.hva(gfn).wrapping_sub(gfn << 12) & ((2 << 20) - 1) == 0;
-        let mut page = page;
-        if !logging && aligned && base >= slot.base_gfn && base + 512 <= slot.base_gfn + slot.npages
-        {
-            if let Some(phys) = page.huge_2m_phys() {
-                match mmu.map_2m(base, phys, page, writable)? {
-                    None => return Ok(true),
-                    Some(p) => page = p,
-                }
+        if let (true, Some(d)) = (write, dirty) {
+            d.mark(index);
+        }
+        if let Some(phys) = huge {
+            match mmu.map_2m(base, phys, page, writable)? {
+                None => return Ok(true),
+                Some(p) => page = p,
             }
         }
         mmu.map(gfn, page, writable)?;
         Ok(true)
-    }
-
-    /// Copies guest physical memory at `gpa` into `buf` through the VMM's
-    /// mapping; `Ok(false)` if some byte is not in a slot.
-    pub(crate) fn read_guest(&self, mut gpa: u64, buf: &mut [u8]) -> Result<bool> {
-        let mut done = 0;
-        while done < buf.len() {
-            let Some(slot) = self.slot_of(gpa >> 12) else {
-                return Ok(false);
-            };
-            let n = (4096 - (gpa & 0xfff) as usize).min(buf.len() - done);
-            let hva = slot.hva(gpa >> 12) + (gpa & 0xfff);
-            UserSlice::new(UserPtr::from_addr(hva as usize), n)
-                .reader()
-                .read_slice(&mut buf[done..done + n])?;
-            done += n;
-            gpa += n as u64;
-        }
-        Ok(true)
-    }
-
-    /// Copies `buf` into guest physical memory at `gpa`; `Ok(false)` if
-    /// some byte is not in a writable slot (nothing is written then).
-    pub(crate) fn write_guest(&self, gpa: u64, buf: &[u8]) -> Result<bool> {
-        // One lock for the check, the copy and the dirty bits: the slots
-        // cannot change in between, and the hot path locks once.
-        let mut t = self.slots.lock();
-        let end = gpa + buf.len() as u64;
-        let mut a = gpa;
-        while a < end {
-            match memslot::find(&t.list, a >> 12) {
-                Some(s) if !s.readonly() => a = (a & !0xfff) + 4096,
-                _ => return Ok(false),
-            }
-        }
-        let (mut gpa, mut done) = (gpa, 0);
-        while done < buf.len() {
-            let slot = *memslot::find(&t.list, gpa >> 12).ok_or(EFAULT)?;
-            let n = (4096 - (gpa & 0xfff) as usize).min(buf.len() - done);
-            let hva = slot.hva(gpa >> 12) + (gpa & 0xfff);
-            UserSlice::new(UserPtr::from_addr(hva as usize), n)
-                .writer()
-                .write_slice(&buf[done..done + n])?;
-            // Writes rkvm makes for the guest (emulation, string IN) are
-            // guest writes for dirty logging too.
-            t.mark_dirty(&slot, gpa >> 12);
-            done += n;
-            gpa += n as u64;
-        }
-        Ok(true)
-    }
-}
-
-/// The memory slots and the dirty bitmaps of those that log writes.
-struct SlotTable {
-    list: KVec<Slot>,
-    /// Dirty bitmap (one bit per page) by slot id.
-    dirty: RBTree<u32, KVec<u64>>,
-}
-
-impl SlotTable {
-    fn start_logging(&mut self, slot: &Slot) -> Result {
-        let mut bits = KVec::with_capacity(slot.bitmap_words(), GFP_KERNEL)?;
-        bits.resize(slot.bitmap_words(), 0, GFP_KERNEL)?;
-        self.dirty
-            .try_create_and_insert(slot.id, bits, GFP_KERNEL)?;
-        Ok(())
-    }
-
-    fn mark_dirty(&mut self, slot: &Slot, gfn: u64) {
-        if let Some(bits) = self.dirty.get_mut(&slot.id) {
-            let i = gfn - slot.base_gfn;
-            if let Some(w) = bits.get_mut((i / 64) as usize) {
-                *w |= 1 << (i % 64);
-            }
-        }
     }
 }
 
@@ -380,7 +322,7 @@ fn fmt_name(buf: &mut [u8; 24], id: usize) -> usize {
     prefix.len() + n
 }
 
-impl AnonFile for Vm {
+impl<B: Backend> AnonFile for Vm<B> {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.check_owner()?;
         match cmd {
