@@ -1,96 +1,232 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The vendor backend trait and the choice of backend at load time.
+//! The contract between the generic hypervisor and a vendor backend (KVM's
+//! `kvm_x86_ops`): [`Backend`] for the module-wide part, [`ArchVcpu`] for a
+//! vCPU. `svm/` (AMD SVM) and `vmx/` (Intel VT-x) implement both.
 //!
-//! The VM, vCPU and API layers only see [`Backend`]; `svm` and `vmx`
-//! implement it. KVM's `kvm_x86_ops` plays this role in C.
+//! The VM, vCPU and memory code is generic over `B: Backend` and never
+//! names a vendor; the composition root (`rkvm_main.rs`) picks the backend
+//! at load and instantiates the generic code for it, so calls across the
+//! boundary are static. A backend keeps only what lives in its VMCB or
+//! VMCS (or exists for its world switch); everything KVM keeps in `x86.c`
+//! — GPRs, debug registers, CR8, the MSRs outside the VMCB/VMCS, the reset
+//! state, the policy of every register write — is generic
+//! ([`VcpuState`], `vcpu/`).
 
 use crate::{
-    decode::{Mode, Segment},
-    svm::{vcpu::SvmVcpu, Svm},
-    uapi::{KvmRegs, KvmSregs},
-    vmx::{vcpu::VmxVcpu, Vmx},
+    addr::Gpa,
+    cpuid::GuestCaps,
+    decode::{self, Segment},
+    mmu::Format,
+    sys::cpu::NoIrq,
+    uapi::{KvmDtable, KvmSegment},
 };
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use kernel::prelude::*;
 
-/// What a hardware virtualization backend provides.
-pub(crate) trait Backend {
+/// A hardware virtualization backend.
+pub(crate) trait Backend: Sized + Send + Sync + 'static {
     /// The name used in kernel messages.
     const NAME: &'static str;
+    /// Whose instruction semantics (and page-walk reserved-bit rules) the
+    /// emulator follows.
+    const CPU: decode::Vendor;
+    /// The backend's vCPU.
+    type Vcpu: ArchVcpu;
+    /// What the backend holds while the module is loaded (per-CPU state,
+    /// hotplug registration); dropping it undoes [`Backend::init`].
+    type Host: Send + Sync;
 
     /// Checks that this CPU model supports the backend and that firmware
-    /// has not disabled it. `ENODEV` with a message if not.
+    /// has not disabled it: `ENODEV` with a message if not.
     fn probe() -> Result;
 
     /// Whether virtualization is already switched on on the calling CPU
     /// (by another hypervisor such as kvm_amd or kvm_intel).
     fn enabled_on_this_cpu() -> bool;
+
+    /// Sets the backend up for the module's lifetime.
+    fn init() -> Result<Self::Host>;
+
+    /// The shape of a VM's second-level page table.
+    fn mmu() -> MmuShape;
 }
 
-/// The backends rkvm has.
+/// The second-level page table a backend walks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MmuShape {
+    /// Entry format.
+    pub(crate) format: Format,
+    /// Levels (4 or 5).
+    pub(crate) levels: u32,
+    /// 2 MiB leaves allowed.
+    pub(crate) huge: bool,
+}
+
+/// The vCPU state that is not in the VMCB or VMCS: the generic side owns
+/// it, and the world switch reads and writes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct VcpuState {
+    /// GPRs by x86 number (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8-R15).
+    pub(crate) gprs: [u64; 16],
+    /// The task-priority register, as CR8 (0-15).
+    pub(crate) cr8: u64,
+    /// `IA32_APIC_BASE`.
+    pub(crate) apic_base: u64,
+    /// `IA32_PAT`, which the backend loads for the guest.
+    pub(crate) pat: u64,
+    /// Added to the host's TSC to give the guest's.
+    pub(crate) tsc_offset: u64,
+    /// `TSC_AUX`, which RDTSCP and RDPID read.
+    pub(crate) tsc_aux: u64,
+    /// `IA32_MISC_ENABLE`.
+    pub(crate) misc_enable: u64,
+    /// XCR0, loaded while the guest runs.
+    pub(crate) xcr0: u64,
+    /// DR0-DR3, as the guest wrote them (emulated: never loaded, the
+    /// hardware keeps the host's).
+    pub(crate) db: [u64; 4],
+    /// DR6.
+    pub(crate) dr6: u64,
+    /// DR7 as the guest wrote it (the guest runs with DR7 = 0x400).
+    pub(crate) dr7: u64,
+}
+
+/// What the generic run loop tells the backend about one entry.
+/// Preemption is off from `prepare` to `complete`.
+pub(crate) struct Entry {
+    /// The CPU the vCPU enters on.
+    pub(crate) cpu: usize,
+    /// The second-level page table root (nCR3, or the EPT root).
+    pub(crate) root: u64,
+    /// Mappings left the second-level table since this vCPU's last entry:
+    /// the guest-physical translations it may hold must be flushed before
+    /// the guest next runs (on this entry, or on a later one if this one
+    /// is called off).
+    pub(crate) flush: bool,
+}
+
+/// A segment register, for `KVM_GET/SET_SREGS`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Vendor {
-    /// AMD SVM.
-    Svm,
-    /// Intel VT-x.
-    Vmx,
+pub(crate) enum Sreg {
+    /// A data or code segment register.
+    Seg(Segment),
+    /// The LDT register.
+    Ldtr,
+    /// The task register.
+    Tr,
 }
 
-impl Vendor {
-    /// Picks the backend this CPU supports: `ENODEV` if none.
-    pub(crate) fn detect() -> Result<Self> {
-        if Svm::probe().is_ok() {
-            return Ok(Self::Svm);
-        }
-        if Vmx::probe().is_ok() {
-            return Ok(Self::Vmx);
-        }
-        pr_err!("rkvm: this CPU has neither AMD SVM nor Intel VT-x (or firmware disabled it)\n");
-        Err(ENODEV)
-    }
+/// A descriptor-table register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dtable {
+    /// GDTR.
+    Gdt,
+    /// IDTR.
+    Idt,
+}
 
-    /// The backend's name, for messages.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Svm => Svm::NAME,
-            Self::Vmx => Vmx::NAME,
-        }
-    }
+/// A vendor's vCPU: its VMCB or VMCS, and one guest entry in three steps
+/// that the generic run loop sequences (it publishes the CPU for kicks,
+/// switches the FPU and XCR0, and checks for signals with interrupts off
+/// between the steps):
+///
+/// 1. [`ArchVcpu::prepare`], with preemption off;
+/// 2. [`ArchVcpu::switch`], with interrupts off: the world switch itself;
+/// 3. [`ArchVcpu::complete`], interrupts on again: decode the exit.
+///
+/// Register accessors read and write the values the guest sees; callers
+/// have already applied KVM's rules (the setters do only what the hardware
+/// needs on top, such as VT-x's long-mode entry control following EFER).
+pub(crate) trait ArchVcpu: Send + Sized + Unpin + 'static {
+    /// The vendor structures of a new vCPU. The generic side then loads
+    /// the RESET state through the setters.
+    fn new() -> Result<Self>;
 
-    /// `EBUSY` if another hypervisor has virtualization switched on on any
-    /// online CPU: the hardware can only serve one.
-    pub(crate) fn check_not_in_use(self) -> Result {
-        let busy = AtomicUsize::new(0);
-        let check = || {
-            let on = match self {
-                Self::Svm => Svm::enabled_on_this_cpu(),
-                Self::Vmx => Vmx::enabled_on_this_cpu(),
-            };
-            if on {
-                busy.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        crate::sys::cpu::on_each_cpu(&check);
-        let n = busy.load(Ordering::Relaxed);
-        if n > 0 {
-            pr_err!(
-                "rkvm: {} is already enabled on {} CPU(s), probably by another hypervisor (kvm_amd/kvm_intel): unload it first\n",
-                self.name(),
-                n
-            );
-            return Err(EBUSY);
-        }
-        Ok(())
+    /// Userspace set the guest's CPUID: adjust what depends on it
+    /// (intercepts of instructions the guest may not have).
+    fn after_set_cpuid(&mut self, caps: &GuestCaps);
+
+    /// Step 1: makes the VMCB/VMCS ready for an entry on `e.cpu` with `s`
+    /// (ASID or VPID, TLB flush, the state loaded from `s`). An error means
+    /// the guest cannot be entered (`KVM_RUN` fails with it).
+    fn prepare(&mut self, s: &VcpuState, e: &Entry) -> Result;
+
+    /// Step 2: runs the guest until the next exit, with interrupts off,
+    /// saving the guest's GPRs in `s`. Not called when the entry is called
+    /// off after `prepare`.
+    fn switch(&mut self, s: &mut VcpuState, irq: &NoIrq<'_>) -> Result;
+
+    /// Step 3: reads back what the guest changed into `s` and says why it
+    /// stopped. An event whose delivery the exit interrupted is queued
+    /// again for the next entry.
+    fn complete(&mut self, s: &mut VcpuState) -> Exit;
+
+    /// RIP.
+    fn rip(&self) -> u64;
+    /// Sets RIP (skipping an instruction ends an STI/MOV SS shadow).
+    fn set_rip(&mut self, v: u64);
+    /// RFLAGS.
+    fn rflags(&self) -> u64;
+    /// Sets RFLAGS (bit 1 is forced on).
+    fn set_rflags(&mut self, v: u64);
+    /// CR0 as the guest sees it.
+    fn cr0(&self) -> u64;
+    /// Sets CR0; long mode (EFER.LMA) follows CR0.PG and EFER.LME.
+    fn set_cr0(&mut self, v: u64);
+    /// CR2.
+    fn cr2(&self) -> u64;
+    /// Sets CR2.
+    fn set_cr2(&mut self, v: u64);
+    /// CR3.
+    fn cr3(&self) -> u64;
+    /// Sets CR3.
+    fn set_cr3(&mut self, v: u64);
+    /// CR4 as the guest sees it.
+    fn cr4(&self) -> u64;
+    /// Sets CR4.
+    fn set_cr4(&mut self, v: u64);
+    /// EFER as the guest sees it.
+    fn efer(&self) -> u64;
+    /// Sets EFER.
+    fn set_efer(&mut self, v: u64);
+    /// The current privilege level.
+    fn cpl(&self) -> u8;
+    /// A segment register in `kvm_segment` form, as KVM reports it for
+    /// this vendor.
+    fn segment(&self, s: Sreg) -> KvmSegment;
+    /// Loads a segment register (validated by the caller).
+    fn set_segment(&mut self, s: Sreg, v: &KvmSegment);
+    /// A segment's base (the hot path of IO and MMIO emulation).
+    fn segment_base(&self, s: Segment) -> u64;
+    /// A descriptor-table register.
+    fn dtable(&self, t: Dtable) -> KvmDtable;
+    /// Loads a descriptor-table register.
+    fn set_dtable(&mut self, t: Dtable, v: &KvmDtable);
+    /// Queues a hardware exception for the next entry (the caller dropped
+    /// the error code where the architecture pushes none).
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// Reads an MSR the VMCB/VMCS holds (segment bases, SYSCALL and
+    /// SYSENTER MSRs): `None` if the vendor holds no such MSR.
+    fn get_msr(&self, msr: u32) -> Option<u64>;
+    /// Writes an MSR the VMCB/VMCS holds (the caller applied KVM's checks):
+    /// `false` if the vendor holds no such MSR.
+    fn set_msr(&mut self, msr: u32, v: u64) -> bool;
+    /// Whether VM entry loads the PAE PDPTEs from the VMCS (VT-x), so that
+    /// the generic side must read them from guest memory whenever the
+    /// architecture does (a MOV to CR0, CR3 or CR4, `KVM_SET_SREGS`).
+    fn loads_pdptes(&self) -> bool {
+        false
     }
+    /// The PDPTEs to load (see [`ArchVcpu::loads_pdptes`]).
+    fn set_pdptes(&mut self, _pdptes: [u64; 4]) {}
 }
 
 /// Why the guest stopped, in vendor-neutral terms. Each backend decodes its
-/// hardware exit into one of these; `guest.rs` handles them.
+/// hardware exit into one of these; `vcpu/run.rs` handles them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Exit {
-    /// Nothing to do (a host interrupt or NMI was taken): enter again.
+    /// Nothing to do (a host interrupt or NMI was taken, or the entry was
+    /// called off): enter again.
     Resume,
     /// An IN/OUT/INS/OUTS instruction.
     Io(IoExit),
@@ -100,10 +236,14 @@ pub(crate) enum Exit {
     Cpuid { next_rip: Option<u64> },
     /// RDMSR (`write` false) or WRMSR.
     Msr { write: bool, next_rip: Option<u64> },
+    /// RDPMC.
+    Rdpmc,
+    /// XSETBV.
+    Xsetbv { next_rip: Option<u64> },
     /// A triple fault: the VM is reset by userspace or killed.
     Shutdown,
     /// The guest touched a GPA with no (or a too weak) nested mapping.
-    Npf { gpa: u64, write: bool, fetch: bool },
+    Npf { gpa: Gpa, write: bool, fetch: bool },
     /// MOV to or from a debug register (emulated: the guest's DR0-3 are
     /// never loaded into the hardware, which holds the host's).
     DrAccess,
@@ -116,7 +256,7 @@ pub(crate) enum Exit {
     /// Inject this exception (an instruction the guest may not run).
     Exception { vector: u8, error_code: Option<u32> },
     /// MOV to CR0/CR4/CR8 (and CLTS, LMSW as CR0 writes) on a backend that
-    /// intercepts them; `vcpu.rs` applies KVM's rules.
+    /// intercepts them; `vcpu/run.rs` applies KVM's rules.
     CrWrite {
         cr: u8,
         value: u64,
@@ -147,126 +287,21 @@ pub(crate) struct IoExit {
     /// Address size in bytes (string forms).
     pub(crate) addr_size: u8,
     /// Source segment of OUTS (INS always writes ES).
-    pub(crate) seg: crate::decode::Segment,
+    pub(crate) seg: Segment,
     /// RIP after the instruction.
     pub(crate) next_rip: u64,
 }
 
-/// The backend chosen at load (`Vendor` as a number; 0 before).
-static VENDOR: AtomicU8 = AtomicU8::new(0);
-
-impl Vendor {
-    /// Records the backend for `Vendor::current`.
-    pub(crate) fn set_current(self) {
-        VENDOR.store(self as u8 + 1, Ordering::Release);
-    }
-
-    /// The backend in use. Only called once the module is loaded.
-    pub(crate) fn current() -> Self {
-        if VENDOR.load(Ordering::Acquire) == Self::Vmx as u8 + 1 {
-            Self::Vmx
-        } else {
-            Self::Svm
-        }
-    }
-
-    /// The format and depth of the second-level page table.
-    pub(crate) fn mmu_format(self) -> (crate::mmu::Format, u32) {
-        match self {
-            // Nested paging walks as many levels as the host's own paging.
-            Self::Svm => (
-                crate::mmu::Format::Npt,
-                if crate::sys::cpu::read_cr4() & (1 << 12) != 0 {
-                    5
-                } else {
-                    4
-                },
-            ),
-            // rkvm's EPT always has 4 levels (48-bit guest physical).
-            Self::Vmx => (crate::mmu::Format::Ept, 4),
-        }
-    }
-
-    /// Whether the backend may map 2 MiB pages in the second-level table.
-    pub(crate) fn huge_pages(self) -> bool {
-        match self {
-            Self::Svm => true,
-            Self::Vmx => crate::vmx::config().is_some_and(|c| c.ept_2m),
-        }
-    }
-}
-
-/// A vCPU of the backend in use: static dispatch by `match`.
-pub(crate) enum ArchVcpu {
-    /// AMD SVM.
-    Svm(KBox<SvmVcpu>),
-    /// Intel VT-x.
-    Vmx(KBox<VmxVcpu>),
-}
-
-/// Forwards each listed method to the backend's vCPU.
-macro_rules! dispatch {
-    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)*) => {$(
-        pub(crate) fn $name(&self $(, $arg: $ty)*) $(-> $ret)? {
-            match self {
-                Self::Svm(v) => v.$name($($arg),*),
-                Self::Vmx(v) => v.$name($($arg),*),
-            }
-        }
-    )*};
-    ($(fn $name:ident(&mut self $(, $arg:ident: $ty:ty)*) $(-> $ret:ty)?;)*) => {$(
-        pub(crate) fn $name(&mut self $(, $arg: $ty)*) $(-> $ret)? {
-            match self {
-                Self::Svm(v) => v.$name($($arg),*),
-                Self::Vmx(v) => v.$name($($arg),*),
-            }
-        }
-    )*};
-}
-
-impl ArchVcpu {
-    /// Creates a vCPU of the backend in use, in KVM's reset state.
-    pub(crate) fn new(vcpu_id: u32) -> Result<Self> {
-        Ok(match Vendor::current() {
-            Vendor::Svm => Self::Svm(KBox::new(SvmVcpu::new(vcpu_id)?, GFP_KERNEL)?),
-            Vendor::Vmx => Self::Vmx(KBox::new(VmxVcpu::new(vcpu_id)?, GFP_KERNEL)?),
-        })
-    }
-
-    dispatch! {
-        fn dr(&self, n: u8) -> u64;
-        fn cr8(&self) -> u64;
-        fn apic_base(&self) -> u64;
-        fn gpr(&self, r: u8) -> u64;
-        fn rip(&self) -> u64;
-        fn rflags(&self) -> u64;
-        fn cr0(&self) -> u64;
-        fn cr3(&self) -> u64;
-        fn cr4(&self) -> u64;
-        fn efer(&self) -> u64;
-        fn cpl(&self) -> u8;
-        fn mode(&self) -> Mode;
-        fn segment_base(&self, seg: Segment) -> u64;
-        fn regs(&self) -> KvmRegs;
-        fn sregs(&self) -> KvmSregs;
-        fn pae_paging(&self) -> bool;
-    }
-
-    dispatch! {
-        fn enter(&mut self, root: u64, running: &AtomicI32, tlb_gen: &AtomicU64) -> Result<Exit>;
-        fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
-        fn set_dr(&mut self, n: u8, v: u64);
-        fn set_cr8(&mut self, v: u64);
-        fn get_msr(&mut self, msr: u32) -> Result<u64>;
-        fn set_msr(&mut self, msr: u32, v: u64) -> Result;
-        fn set_gpr(&mut self, r: u8, v: u64);
-        fn set_rip(&mut self, v: u64);
-        fn set_rflags(&mut self, v: u64);
-        fn set_cr2(&mut self, v: u64);
-        fn set_cr0(&mut self, v: u64);
-        fn set_cr4(&mut self, v: u64);
-        fn set_pdptes(&mut self, p: [u64; 4]);
-        fn set_regs(&mut self, r: &KvmRegs);
-        fn set_sregs(&mut self, r: &KvmSregs);
+/// The segment register a 3-bit segment-register number names (the
+/// encoding both vendors' IO exit information uses: ES, CS, SS, DS, FS,
+/// GS).
+pub(crate) fn segment_from_number(n: u64) -> Segment {
+    match n & 7 {
+        0 => Segment::Es,
+        1 => Segment::Cs,
+        2 => Segment::Ss,
+        4 => Segment::Fs,
+        5 => Segment::Gs,
+        _ => Segment::Ds,
     }
 }

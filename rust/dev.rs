@@ -3,7 +3,7 @@
 //! `/dev/rkvm`: the system file descriptor and its ioctls, as KVM's
 //! `kvm_dev_ioctl`.
 
-use crate::{abi, sys::file, vm::Vm};
+use crate::{abi, backend::Backend, sys::file, vm::Vm};
 use kernel::{
     fs::File,
     miscdevice::{MiscDevice, MiscDeviceRegistration},
@@ -25,7 +25,7 @@ impl MiscDevice for RkvmDev {
     fn ioctl(_this: (), _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         match cmd {
             abi::KVM_GET_API_VERSION if arg == 0 => Ok(abi::API_VERSION),
-            abi::KVM_CREATE_VM => create_vm(arg),
+            abi::KVM_CREATE_VM => crate::create_vm(arg),
             abi::KVM_CHECK_EXTENSION => Ok(abi::check_extension(arg)),
             abi::KVM_GET_VCPU_MMAP_SIZE if arg == 0 => {
                 Ok((abi::VCPU_MMAP_PAGES * PAGE_SIZE) as isize)
@@ -38,10 +38,11 @@ impl MiscDevice for RkvmDev {
     }
 }
 
-fn create_vm(vm_type: usize) -> Result<isize> {
+/// `KVM_CREATE_VM` for backend `B` (the composition root picks it).
+pub(crate) fn create_vm<B: Backend>(vm_type: usize) -> Result<isize> {
     if vm_type != abi::KVM_X86_DEFAULT_VM {
         return Err(EINVAL);
     }
-    let vm = Vm::new()?;
+    let vm = Vm::<B>::new()?;
     Ok(file::install_fd(vm, c"kvm-vm")? as isize)
 }

@@ -41,9 +41,9 @@ pub(crate) fn to_kvm(e: &Entry) -> KvmCpuidEntry2 {
 
 /// What rkvm can give a guest on this host.
 pub(crate) fn supported() -> Result<KVec<Entry>> {
-    let mut v = KVec::with_capacity(cpuid::KVM_MAX_CPUID_ENTRIES, GFP_KERNEL)?;
+    let mut v = KVec::with_capacity(cpuid::KVM_MAX_CPUID_ENTRIES, GFP_KERNEL_ACCOUNT)?;
     for _ in 0..cpuid::KVM_MAX_CPUID_ENTRIES {
-        v.push(Entry::default(), GFP_KERNEL)?;
+        v.push(Entry::default(), GFP_KERNEL_ACCOUNT)?;
     }
     let host = |leaf, sub| {
         let r = cpu::cpuid(leaf, sub);
@@ -66,9 +66,9 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
     if list.len() > room {
         return Err(E2BIG);
     }
-    let mut out = KVec::with_capacity(list.len(), GFP_KERNEL)?;
+    let mut out = KVec::with_capacity(list.len(), GFP_KERNEL_ACCOUNT)?;
     for e in list.iter() {
-        out.push(to_kvm(e), GFP_KERNEL)?;
+        out.push(to_kvm(e), GFP_KERNEL_ACCOUNT)?;
     }
     uaccess::write(
         arg,
@@ -81,17 +81,33 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
     Ok(0)
 }
 
-/// The guest's capabilities as KVM computes them: its CPUID table
-/// intersected with what the host supports.
-fn caps(guest: &[Entry], host: &[Entry]) -> (GuestCaps, GuestCaps) {
-    let h = GuestCaps::from_entries(host);
-    (GuestCaps::from_entries(guest).intersect(&h), h)
+/// A vCPU's CPUID-derived policy, computed when its CPUID table is set:
+/// what the guest may use (its table intersected with what rkvm supports
+/// on this host, KVM's `guest_cpu_cap_has`) and the host's limits.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    /// The guest's capabilities.
+    pub(crate) caps: GuestCaps,
+    /// The CR4 bits the host and rkvm support.
+    pub(crate) host_cr4: u64,
+    /// The EFER bits rkvm supports (`kvm_caps.supported_efer_bits`).
+    pub(crate) efer_bits: u64,
+}
+
+impl Policy {
+    /// The policy for a guest with CPUID table `guest`.
+    pub(crate) fn new(guest: &[Entry]) -> Result<Self> {
+        let host = GuestCaps::from_entries(&supported()?);
+        Ok(Self {
+            caps: GuestCaps::from_entries(guest).intersect(&host),
+            host_cr4: !x86::cr4_reserved_bits(&host),
+            efer_bits: x86::supported_efer_bits(&host, false),
+        })
+    }
 }
 
 /// `KVM_SET_SREGS` validation: `EINVAL` exactly where KVM refuses.
-pub(crate) fn check_sregs(guest: &[Entry], s: &KvmSregs, apic_base_now: u64) -> Result {
-    let host = supported()?;
-    let (g, h) = caps(guest, &host);
+pub(crate) fn check_sregs(p: &Policy, s: &KvmSregs, apic_base_now: u64) -> Result {
     let view = x86::SregsView {
         efer: s.efer,
         cr0: s.cr0,
@@ -99,12 +115,10 @@ pub(crate) fn check_sregs(guest: &[Entry], s: &KvmSregs, apic_base_now: u64) -> 
         cr4: s.cr4,
         cs_l: s.cs.l != 0,
     };
-    let host_cr4 = !x86::cr4_reserved_bits(&h);
-    let efer_bits = x86::supported_efer_bits(&h, false);
-    if !x86::valid_sregs(&view, &g, host_cr4, efer_bits) {
+    if !x86::valid_sregs(&view, &p.caps, p.host_cr4, p.efer_bits) {
         return Err(EINVAL);
     }
-    if !x86::valid_apic_base(s.apic_base, apic_base_now, &g) {
+    if !x86::valid_apic_base(s.apic_base, apic_base_now, &p.caps) {
         return Err(EINVAL);
     }
     Ok(())
@@ -122,23 +136,9 @@ pub(crate) fn guest_cpuid(
 }
 
 /// A guest MOV to CR0 or CR4 under KVM's rules (`kvm_set_cr0/cr4`).
-pub(crate) fn guest_cr_write(
-    guest: &[Entry],
-    cr: u8,
-    value: u64,
-    s: &x86::CrState,
-) -> Result<x86::CrWrite> {
-    Ok(match cr {
+pub(crate) fn guest_cr_write(p: &Policy, cr: u8, value: u64, s: &x86::CrState) -> x86::CrWrite {
+    match cr {
         0 => x86::guest_set_cr0(value, s),
-        _ => {
-            let host = supported()?;
-            let (g, h) = caps(guest, &host);
-            x86::guest_set_cr4(value, s, &g, !x86::cr4_reserved_bits(&h))
-        }
-    })
-}
-
-/// The guest's MAXPHYADDR (for PDPTE checks).
-pub(crate) fn maxphyaddr(guest: &[Entry]) -> u8 {
-    GuestCaps::from_entries(guest).maxphyaddr
+        _ => x86::guest_set_cr4(value, s, &p.caps, p.host_cr4),
+    }
 }

@@ -3,51 +3,47 @@
 //! rkvm: a KVM-compatible hypervisor module in Rust.
 //!
 //! Registers `/dev/rkvm`, which speaks the KVM API (version 12). This file
-//! is the crate root: module metadata, load-time set-up and the module list.
+//! is the crate root and the composition root: module metadata, the module
+//! list, and the one place that picks a backend (AMD SVM or Intel VT-x) at
+//! load and instantiates the generic code for it.
 
 mod abi;
+mod backend;
 mod dev;
 mod guest_cpuid;
+mod memory;
 mod mmu;
 #[path = "../svm/mod.rs"]
 mod svm;
 #[path = "../sys/mod.rs"]
 mod sys;
 mod vcpu;
-mod virt;
 mod vm;
 #[path = "../vmx/mod.rs"]
 mod vmx;
 
-// The pure-logic core, shared with the host tests in core/.
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/cpuid.rs"]
-mod cpuid;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/decode.rs"]
-mod decode;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/emulate.rs"]
-mod emulate;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/memslot.rs"]
-mod memslot;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/paging.rs"]
-mod paging;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/uapi.rs"]
-mod uapi;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/vmcb.rs"]
-mod vmcb;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/vmcs.rs"]
-mod vmcs;
-#[allow(unreachable_pub, dead_code, reason = "shared with the host crate")]
-#[path = "../core/src/x86.rs"]
-mod x86;
+/// The pure-logic core (`core/src`, the `rkvm-core` crate that `cargo test`
+/// runs on the host), compiled into the module as it is.
+#[path = "../core/src"]
+#[allow(unreachable_pub, reason = "public for the host crate and its tests")]
+#[allow(dead_code, reason = "shared with the host crate")]
+mod logic {
+    pub(crate) mod addr;
+    pub(crate) mod cpuid;
+    pub(crate) mod decode;
+    pub(crate) mod emulate;
+    pub(crate) mod memslot;
+    pub(crate) mod msr;
+    pub(crate) mod paging;
+    pub(crate) mod uapi;
+    pub(crate) mod vmcb;
+    pub(crate) mod vmcs;
+    pub(crate) mod x86;
+}
+use logic::{addr, cpuid, decode, emulate, memslot, msr, paging, uapi, vmcb, vmcs, x86};
 
+use backend::Backend;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use kernel::{
     miscdevice::{MiscDeviceOptions, MiscDeviceRegistration},
     prelude::*,
@@ -72,24 +68,71 @@ struct RkvmModule {
 
 /// The backend's load-time state, dropped (switching it off) at unload.
 enum Host {
-    Svm(#[allow(dead_code, reason = "held for its Drop")] svm::SvmHost),
-    Vmx(#[allow(dead_code, reason = "held for its Drop")] vmx::VmxHost),
+    Svm(#[allow(dead_code, reason = "held for its Drop")] <svm::Svm as Backend>::Host),
+    Vmx(#[allow(dead_code, reason = "held for its Drop")] <vmx::Vmx as Backend>::Host),
+}
+
+/// The backend in use: 0 before load finished, then `SVM` or `VMX`.
+static LOADED: AtomicU8 = AtomicU8::new(0);
+const SVM: u8 = 1;
+const VMX: u8 = 2;
+
+/// Checks that no other hypervisor holds `B` on any online CPU (`EBUSY`:
+/// the hardware serves one) and sets the backend up.
+fn start<B: Backend>() -> Result<B::Host> {
+    let busy = AtomicUsize::new(0);
+    sys::cpu::on_each_cpu(&|| {
+        if B::enabled_on_this_cpu() {
+            busy.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let n = busy.load(Ordering::Relaxed);
+    if n > 0 {
+        pr_err!(
+            "rkvm: {} is already enabled on {} CPU(s), probably by another hypervisor (kvm_amd/kvm_intel): unload it first\n",
+            B::NAME,
+            n
+        );
+        return Err(EBUSY);
+    }
+    let host = B::init()?;
+    pr_info!("rkvm: {} ready, /dev/rkvm registered\n", B::NAME);
+    Ok(host)
+}
+
+/// Picks the backend this CPU supports: `ENODEV` if none.
+fn start_any() -> Result<Host> {
+    let host = if svm::Svm::probe().is_ok() {
+        Host::Svm(start::<svm::Svm>()?)
+    } else if vmx::Vmx::probe().is_ok() {
+        Host::Vmx(start::<vmx::Vmx>()?)
+    } else {
+        pr_err!("rkvm: this CPU has neither AMD SVM nor Intel VT-x (or firmware disabled it)\n");
+        return Err(ENODEV);
+    };
+    LOADED.store(
+        match host {
+            Host::Svm(_) => SVM,
+            Host::Vmx(_) => VMX,
+        },
+        Ordering::Release,
+    );
+    Ok(host)
+}
+
+/// `KVM_CREATE_VM` on the backend in use.
+pub(crate) fn create_vm(vm_type: usize) -> Result<isize> {
+    match LOADED.load(Ordering::Acquire) {
+        SVM => dev::create_vm::<svm::Svm>(vm_type),
+        VMX => dev::create_vm::<vmx::Vmx>(vm_type),
+        _ => Err(ENODEV),
+    }
 }
 
 impl kernel::InPlaceModule for RkvmModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _host: {
-                let vendor = virt::Vendor::detect()?;
-                vendor.check_not_in_use()?;
-                let host = match vendor {
-                    virt::Vendor::Svm => Host::Svm(svm::SvmHost::new()?),
-                    virt::Vendor::Vmx => Host::Vmx(vmx::VmxHost::new()?),
-                };
-                vendor.set_current();
-                pr_info!("rkvm: {} ready, /dev/rkvm registered\n", vendor.name());
-                host
-            },
+            _host: start_any()?,
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
         })
     }

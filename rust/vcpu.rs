@@ -1,22 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! A virtual CPU: its file descriptor, the shared `kvm_run` page, the
-//! register ioctls and `KVM_RUN` with the vendor-neutral exit handling.
+//! generic vCPU state and its RESET values, and the vCPU ioctls.
+//!
+//! The concerns live in `vcpu/`: the run loop and exit dispatch
+//! (`run.rs`), port IO (`pio.rs`), MMIO and the instruction emulator
+//! (`mmio.rs`), the register and CPUID ioctls (`regs.rs`) and the MSRs
+//! (`msr.rs`).
 
 use crate::{
     abi,
-    decode::{self, Insn, Segment, Vendor},
-    emulate::{self, Cpu, MemResult, Outcome},
-    guest_cpuid,
-    paging::{self, Access, GuestPhys, MemError, WalkConfig, WalkError},
-    sys::{cpu, file::AnonFile, mem::Pages, uaccess},
-    uapi::{
-        self, exit, internal, KvmCpuid2Header, KvmCpuidEntry2, KvmMsrEntry, KvmMsrsHeader, KvmRegs,
-        KvmRun, KvmSregs,
-    },
-    virt::{ArchVcpu, Exit, IoExit},
+    backend::{ArchVcpu, Backend, Dtable, Sreg, VcpuState},
+    cpuid,
+    decode::{Insn, Mode, Segment, Vendor},
+    guest_cpuid::Policy,
+    memory::Paging,
+    sys::{cpu, file::AnonFile, fpu::GuestFpu, mem::Pages, uaccess},
+    uapi::{KvmDtable, KvmRegs, KvmRun, KvmSegment, KvmSregs},
     vm::Vm,
-    x86,
+    x86::{self, reset, CR0_PE, EFER_LMA},
 };
 use core::sync::atomic::AtomicI32;
 use kernel::{
@@ -26,6 +28,7 @@ use kernel::{
 };
 
 mod mmio;
+mod msr;
 mod pio;
 mod regs;
 mod run;
@@ -40,12 +43,14 @@ const RUN_CR8: usize = 16;
 const RUN_VALID_REGS: usize = 288;
 const RUN_MMIO_DATA: usize = 40;
 
-/// Vectors rkvm injects.
+/// Exception vectors rkvm injects.
 const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
-/// CR4.DE: DR4/DR5 do not alias DR6/DR7.
-const CR4_DE: u64 = 1 << 3;
 const PF_VECTOR: u8 = 14;
+
+/// RFLAGS.IF and RFLAGS.VM.
+const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_VM: u64 = 1 << 17;
 
 /// What the next `KVM_RUN` must finish before entering the guest.
 enum Pending {
@@ -53,7 +58,7 @@ enum Pending {
     /// IN/INS: userspace left the data in the PIO page. `rip` is where the
     /// instruction was: if userspace moved RIP meanwhile, the IN is dropped.
     IoIn {
-        io: IoExit,
+        io: crate::backend::IoExit,
         count: u32,
         rip: u64,
     },
@@ -64,7 +69,7 @@ enum Pending {
     },
     /// OUTS: userspace consumed the data; advance the registers.
     IoOutString {
-        io: IoExit,
+        io: crate::backend::IoExit,
         count: u32,
     },
     /// An emulated instruction's MMIO read, in up to two page fragments:
@@ -79,35 +84,47 @@ enum Pending {
     },
 }
 
-struct Inner {
-    arch: ArchVcpu,
+/// A vCPU's state behind its lock.
+struct Inner<B: Backend> {
+    /// The vendor part: the VMCB or VMCS.
+    arch: B::Vcpu,
+    /// The generic part of the register state.
+    state: VcpuState,
+    /// The guest's FPU/SSE/AVX registers.
+    fpu: GuestFpu,
     pending: Pending,
     /// The exit fields to publish in `kvm_run` (header and exit union).
     staging: KBox<KvmRun>,
-    cpuid: KVec<crate::cpuid::Entry>,
+    /// The guest's CPUID table (`KVM_SET_CPUID2`).
+    cpuid: KVec<cpuid::Entry>,
+    /// What the guest's CPUID table allows, as far as rkvm supports it
+    /// (KVM's `guest_cpu_cap_has`), and the host's limits.
+    policy: Policy,
     /// The guest has entered at least once: its CPUID is frozen.
     has_run: bool,
+    /// The VM's TLB generation this vCPU last entered with.
+    tlb_gen: u64,
     /// A page-sized buffer for string IO data (kept off the stack).
     pio_buf: KVec<u8>,
 }
 
 /// One vCPU, owned by its VM.
 #[pin_data]
-pub(crate) struct Vcpu {
+pub(crate) struct Vcpu<B: Backend> {
     pub(crate) id: u32,
     /// `[kvm_run, PIO data]`, mapped by userspace.
     pages: KVec<Pages>,
     #[pin]
-    inner: Mutex<Inner>,
-    /// The CPU this vCPU is in guest mode on, or -1.
+    inner: Mutex<Inner<B>>,
+    /// The CPU this vCPU is in guest mode on, or -1 (see `run.rs`).
     pub(crate) running: AtomicI32,
 }
 
 /// What a vCPU file descriptor holds: the vCPU and a reference that keeps
 /// its VM alive.
-pub(crate) struct VcpuFile {
-    pub(crate) vm: Arc<Vm>,
-    pub(crate) vcpu: Arc<Vcpu>,
+pub(crate) struct VcpuFile<B: Backend> {
+    pub(crate) vm: Arc<Vm<B>>,
+    pub(crate) vcpu: Arc<Vcpu<B>>,
 }
 
 /// What to do after an exit was handled.
@@ -117,25 +134,29 @@ enum Flow {
     User,
 }
 
-impl Vcpu {
-    /// A vCPU in KVM's reset state.
-    pub(crate) fn new(id: u32) -> Result<Arc<Self>> {
-        let mut pages = KVec::with_capacity(abi::VCPU_MMAP_PAGES, GFP_KERNEL)?;
+impl<B: Backend> Vcpu<B> {
+    /// A vCPU in KVM's RESET state. `tsc_offset` starts its TSC where the
+    /// VM's other vCPUs have theirs (KVM synchronises vCPUs created
+    /// together).
+    pub(crate) fn new(id: u32, tsc_offset: u64) -> Result<Arc<Self>> {
+        let mut pages = KVec::with_capacity(abi::VCPU_MMAP_PAGES, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..abi::VCPU_MMAP_PAGES {
-            pages.push(Pages::new(0)?, GFP_KERNEL)?;
+            pages.push(Pages::new(0)?, GFP_KERNEL_ACCOUNT)?;
         }
-        let inner = Inner {
-            arch: ArchVcpu::new(id)?,
+        let mut inner: Inner<B> = Inner {
+            arch: B::Vcpu::new()?,
+            state: VcpuState::default(),
+            fpu: GuestFpu::new()?,
             pending: Pending::None,
-            staging: KBox::new(KvmRun::default(), GFP_KERNEL)?,
+            staging: KBox::new(KvmRun::default(), GFP_KERNEL_ACCOUNT)?,
             cpuid: KVec::new(),
+            policy: Policy::new(&[])?,
             has_run: false,
-            pio_buf: {
-                let mut b = KVec::with_capacity(4096, GFP_KERNEL)?;
-                b.resize(4096, 0, GFP_KERNEL)?;
-                b
-            },
+            tlb_gen: 0,
+            pio_buf: KVec::from_elem(0, 4096, GFP_KERNEL_ACCOUNT)?,
         };
+        inner.reset(id, tsc_offset);
+        inner.arch.after_set_cpuid(&inner.policy.caps);
         Arc::pin_init(
             pin_init!(Self {
                 id,
@@ -143,18 +164,188 @@ impl Vcpu {
                 inner <- new_mutex!(inner),
                 running: AtomicI32::new(-1),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
-    fn publish(&self, inner: &Inner) {
+    fn publish(&self, inner: &Inner<B>) {
         let staging: &KvmRun = &inner.staging;
         let bytes = kernel::transmute::AsBytes::as_bytes(staging);
         self.pages[0].write_shared(RUN_OUT_START, &bytes[RUN_OUT_START..RUN_OUT_END]);
     }
 }
 
-impl AnonFile for VcpuFile {
+impl<B: Backend> Inner<B> {
+    /// KVM's RESET state (`kvm_vcpu_reset(vcpu, false)` and the vendor's
+    /// reset), from the table in `core/src/x86.rs`.
+    fn reset(&mut self, vcpu_id: u32, tsc_offset: u64) {
+        self.state = VcpuState {
+            gprs: [0; 16],
+            cr8: 0,
+            apic_base: reset::apic_base(vcpu_id, 0),
+            pat: reset::PAT,
+            tsc_offset,
+            tsc_aux: 0,
+            misc_enable: reset::MISC_ENABLE,
+            xcr0: reset::XCR0,
+            db: [0; 4],
+            dr6: reset::DR6,
+            dr7: reset::DR7,
+        };
+        self.state.gprs[2] = reset::RDX;
+        let t = reset::segment_types(B::CPU == Vendor::Amd);
+        let seg = |selector: u16, base: u64, type_: u8, s: u8| KvmSegment {
+            base,
+            limit: reset::SEG_LIMIT,
+            selector,
+            type_,
+            present: 1,
+            s,
+            ..Default::default()
+        };
+        let a = &mut self.arch;
+        a.set_efer(reset::EFER);
+        a.set_cr0(reset::CR0);
+        a.set_cr2(0);
+        a.set_cr3(reset::CR3);
+        a.set_cr4(reset::CR4);
+        a.set_segment(
+            Sreg::Seg(Segment::Cs),
+            &seg(reset::CS_SELECTOR, reset::CS_BASE, t.cs, 1),
+        );
+        for s in [Segment::Ds, Segment::Es, Segment::Fs, Segment::Gs] {
+            a.set_segment(Sreg::Seg(s), &seg(0, 0, t.data, 1));
+        }
+        a.set_segment(Sreg::Seg(Segment::Ss), &seg(0, 0, t.ss, 1));
+        a.set_segment(Sreg::Ldtr, &seg(0, 0, t.ldtr, 0));
+        a.set_segment(Sreg::Tr, &seg(0, 0, t.tr, 0));
+        let dt = KvmDtable {
+            base: 0,
+            limit: reset::SEG_LIMIT as u16,
+            padding: [0; 3],
+        };
+        a.set_dtable(Dtable::Gdt, &dt);
+        a.set_dtable(Dtable::Idt, &dt);
+        a.set_rflags(reset::RFLAGS);
+        a.set_rip(reset::RIP);
+    }
+
+    fn gpr(&self, r: u8) -> u64 {
+        self.state.gprs[usize::from(r & 15)]
+    }
+
+    fn set_gpr(&mut self, r: u8, v: u64) {
+        self.state.gprs[usize::from(r & 15)] = v;
+    }
+
+    /// The instruction-decoding mode: real and virtual-8086 mode are 16-bit,
+    /// otherwise CS.L/CS.D and EFER.LMA decide.
+    fn mode(&self) -> Mode {
+        if self.arch.cr0() & CR0_PE == 0 || self.arch.rflags() & RFLAGS_VM != 0 {
+            return Mode::Bits16;
+        }
+        let cs = self.arch.segment(Sreg::Seg(Segment::Cs));
+        Mode::from_cs(self.arch.efer() & EFER_LMA != 0, cs.l != 0, cs.db != 0)
+    }
+
+    /// `v` as a register of the current mode holds it: all 64 bits in
+    /// 64-bit mode, the low 32 otherwise.
+    fn mode_width(&self, v: u64) -> u64 {
+        if self.mode() == Mode::Bits64 {
+            v
+        } else {
+            v & 0xffff_ffff
+        }
+    }
+
+    /// What a guest-linear access depends on now.
+    fn paging(&self) -> Paging {
+        let a = &self.arch;
+        Paging::new(
+            [a.cr0(), a.cr3(), a.cr4()],
+            a.efer(),
+            a.rflags(),
+            a.cpl(),
+            self.policy.caps.maxphyaddr,
+            B::CPU == Vendor::Amd,
+        )
+    }
+
+    /// Queues an exception, as KVM's `kvm_queue_exception(_e)`: real-mode
+    /// exceptions push no error code, so none is delivered there.
+    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
+        let error_code = error_code.filter(|_| self.arch.cr0() & CR0_PE != 0);
+        self.arch.inject_exception(vector, error_code);
+    }
+
+    /// `KVM_GET_REGS`.
+    fn regs(&self) -> KvmRegs {
+        KvmRegs::from_gprs(&self.state.gprs, self.arch.rip(), self.arch.rflags())
+    }
+
+    /// `KVM_SET_REGS`.
+    fn set_regs(&mut self, r: &KvmRegs) {
+        self.state.gprs = r.gprs();
+        self.arch.set_rip(r.rip);
+        self.arch.set_rflags(r.rflags);
+    }
+
+    /// `KVM_GET_SREGS`.
+    fn sregs(&self) -> KvmSregs {
+        let a = &self.arch;
+        let s = |seg| a.segment(Sreg::Seg(seg));
+        KvmSregs {
+            cs: s(Segment::Cs),
+            ds: s(Segment::Ds),
+            es: s(Segment::Es),
+            fs: s(Segment::Fs),
+            gs: s(Segment::Gs),
+            ss: s(Segment::Ss),
+            tr: a.segment(Sreg::Tr),
+            ldt: a.segment(Sreg::Ldtr),
+            gdt: a.dtable(Dtable::Gdt),
+            idt: a.dtable(Dtable::Idt),
+            cr0: a.cr0(),
+            cr2: a.cr2(),
+            cr3: a.cr3(),
+            cr4: a.cr4(),
+            cr8: self.state.cr8,
+            efer: a.efer(),
+            apic_base: self.state.apic_base,
+            interrupt_bitmap: [0; 4],
+        }
+    }
+
+    /// Loads special registers `KVM_SET_SREGS` validated.
+    fn set_sregs(&mut self, r: &KvmSregs) {
+        let a = &mut self.arch;
+        a.set_cr0(r.cr0);
+        a.set_cr2(r.cr2);
+        a.set_cr3(r.cr3);
+        a.set_cr4(r.cr4);
+        for (seg, v) in [
+            (Segment::Cs, &r.cs),
+            (Segment::Ds, &r.ds),
+            (Segment::Es, &r.es),
+            (Segment::Fs, &r.fs),
+            (Segment::Gs, &r.gs),
+            (Segment::Ss, &r.ss),
+        ] {
+            a.set_segment(Sreg::Seg(seg), v);
+        }
+        a.set_segment(Sreg::Tr, &r.tr);
+        a.set_segment(Sreg::Ldtr, &r.ldt);
+        a.set_dtable(Dtable::Gdt, &r.gdt);
+        a.set_dtable(Dtable::Idt, &r.idt);
+        // Last: the value userspace gave (LMA included) wins over what CR0
+        // implied.
+        a.set_efer(r.efer);
+        self.state.cr8 = r.cr8;
+        self.state.apic_base = r.apic_base;
+    }
+}
+
+impl<B: Backend> AnonFile for VcpuFile<B> {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.vm.check_owner()?;
         let v = &this.vcpu;
@@ -162,31 +353,21 @@ impl AnonFile for VcpuFile {
             abi::KVM_RUN if arg == 0 => v.run(&this.vm),
             abi::KVM_RUN => Err(EINVAL),
             abi::KVM_GET_REGS => {
-                let r = v.inner.lock().arch.regs();
+                let r = v.inner.lock().regs();
                 uaccess::write(arg, &r)?;
                 Ok(0)
             }
             abi::KVM_SET_REGS => {
                 let r: KvmRegs = uaccess::read(arg)?;
-                v.inner.lock().arch.set_regs(&r);
+                v.inner.lock().set_regs(&r);
                 Ok(0)
             }
             abi::KVM_GET_SREGS => {
-                let s = v.inner.lock().arch.sregs();
+                let s = v.inner.lock().sregs();
                 uaccess::write(arg, &s)?;
                 Ok(0)
             }
-            abi::KVM_SET_SREGS => {
-                let s: KvmSregs = uaccess::read(arg)?;
-                let mut inner = v.inner.lock();
-                let now = inner.arch.apic_base();
-                guest_cpuid::check_sregs(&inner.cpuid, &s, now)?;
-                inner.arch.set_sregs(&s);
-                // As KVM, a PAE guest's PDPTEs are (re)read; bad ones are
-                // not an error here.
-                v.load_pdptes(&this.vm, &mut inner)?;
-                Ok(0)
-            }
+            abi::KVM_SET_SREGS => v.set_sregs_ioctl(&this.vm, arg),
             abi::KVM_GET_MSRS => v.msrs(arg, false),
             abi::KVM_SET_MSRS => v.msrs(arg, true),
             abi::KVM_SET_CPUID2 => v.set_cpuid2(arg),
@@ -198,5 +379,20 @@ impl AnonFile for VcpuFile {
 
     fn mmap_pages(this: &Self) -> &[Pages] {
         &this.vcpu.pages
+    }
+}
+
+/// Whether the guest's RFLAGS.IF is set (for `kvm_run.if_flag`).
+fn interrupts_enabled(rflags: u64) -> bool {
+    rflags & RFLAGS_IF != 0
+}
+
+/// Host facts the generic vCPU needs: the host's virtual-address width
+/// (48, or 57 with 5-level paging), for canonical checks.
+fn host_va_bits() -> u32 {
+    if cpu::read_cr4() as u64 & x86::CR4_LA57 != 0 {
+        57
+    } else {
+        48
     }
 }

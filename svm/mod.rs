@@ -6,26 +6,28 @@
 pub(crate) mod vcpu;
 
 use crate::{
+    backend::{Backend, MmuShape},
+    decode,
+    mmu::Format,
+    msr,
     sys::{
         cpu,
         hotplug::{CpuHotplug, RebootHook},
         mem::Pages,
     },
-    virt::Backend,
+    x86::{CR4_LA57, EFER_SVME},
 };
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 
 /// CPUID 0x8000_0001 ECX: SVM supported.
 const CPUID_SVM: u32 = 1 << 2;
+/// CPUID 0x8000_0001 EDX: RDTSCP (and `TSC_AUX`).
+const CPUID_RDTSCP: u32 = 1 << 27;
 /// `MSR_VM_CR`: firmware's SVM lock and disable bits.
 const MSR_VM_CR: u32 = 0xc001_0114;
 /// `VM_CR.SVMDIS`: SVM disabled (by firmware, when `VM_CR.LOCK` is set).
 const VM_CR_SVMDIS: u64 = 1 << 4;
-/// `MSR_EFER`.
-pub(crate) const MSR_EFER: u32 = 0xc000_0080;
-/// `EFER.SVME`: SVM enabled on this CPU.
-pub(crate) const EFER_SVME: u64 = 1 << 12;
 /// `MSR_VM_HSAVE_PA`: where VMRUN saves host state.
 const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// CPUID 0x8000_000A EDX: flush-by-ASID (TLB_CONTROL 3).
@@ -40,6 +42,9 @@ pub(crate) struct Svm;
 
 impl Backend for Svm {
     const NAME: &'static str = "AMD SVM";
+    const CPU: decode::Vendor = decode::Vendor::Amd;
+    type Vcpu = vcpu::SvmVcpu;
+    type Host = SvmHost;
 
     fn probe() -> Result {
         if cpu::cpuid(0x8000_0000, 0).eax < 0x8000_000a
@@ -59,7 +64,24 @@ impl Backend for Svm {
     }
 
     fn enabled_on_this_cpu() -> bool {
-        cpu::rdmsr_safe(MSR_EFER).is_ok_and(|efer| efer & EFER_SVME != 0)
+        cpu::rdmsr_safe(msr::EFER).is_ok_and(|efer| efer & EFER_SVME != 0)
+    }
+
+    fn init() -> Result<SvmHost> {
+        SvmHost::new()
+    }
+
+    /// Nested paging walks as many levels as the host's own paging.
+    fn mmu() -> MmuShape {
+        MmuShape {
+            format: Format::Npt,
+            levels: if cpu::read_cr4() as u64 & CR4_LA57 != 0 {
+                5
+            } else {
+                4
+            },
+            huge: true,
+        }
     }
 }
 
@@ -72,6 +94,9 @@ pub(crate) struct Features {
     pub(crate) nrips: bool,
     /// TLB_CONTROL may flush one ASID.
     pub(crate) flush_by_asid: bool,
+    /// The host has RDTSCP, and so `TSC_AUX`, which is switched for the
+    /// guest.
+    pub(crate) rdtscp: bool,
 }
 
 impl Features {
@@ -81,6 +106,7 @@ impl Features {
             nr_asids: c.ebx.max(2),
             nrips: c.edx & SVM_FEATURE_NRIPS != 0,
             flush_by_asid: c.edx & SVM_FEATURE_FLUSHBYASID != 0,
+            rdtscp: cpu::cpuid(0x8000_0001, 0).edx & CPUID_RDTSCP != 0,
         }
     }
 }
@@ -95,6 +121,9 @@ pub(crate) struct PerCpu {
     pub(crate) asid_gen: AtomicU64,
     /// Next ASID to hand out on this CPU.
     pub(crate) next_asid: AtomicU32,
+    /// The host's `TSC_AUX` on this CPU (Linux's CPU and node number),
+    /// which it sets once as the CPU comes up.
+    pub(crate) tsc_aux: AtomicU64,
 }
 
 /// All CPUs' state, owned by [`SvmHost`]; published for the hotplug
@@ -126,6 +155,7 @@ impl SvmHost {
                     host_vmcb: Pages::new(0)?,
                     asid_gen: AtomicU64::new(1),
                     next_asid: AtomicU32::new(1),
+                    tsc_aux: AtomicU64::new(0),
                 },
                 GFP_KERNEL,
             )?;
@@ -188,7 +218,7 @@ unsafe extern "C" fn cpu_online(cpu_id: u32) -> i32 {
     let Some(pc) = percpu(cpu_id as usize) else {
         return ENOMEM.to_errno();
     };
-    let efer = match cpu::rdmsr_safe(MSR_EFER) {
+    let efer = match cpu::rdmsr_safe(msr::EFER) {
         Ok(e) => e,
         Err(e) => return e.to_errno(),
     };
@@ -196,11 +226,17 @@ unsafe extern "C" fn cpu_online(cpu_id: u32) -> i32 {
         pr_err!("rkvm: SVM already enabled on CPU {cpu_id} by someone else\n");
         return EBUSY.to_errno();
     }
-    cpu::wrmsr(MSR_EFER, efer | EFER_SVME);
+    cpu::wrmsr(msr::EFER, efer | EFER_SVME);
     cpu::wrmsr(MSR_VM_HSAVE_PA, pc.hsave.phys());
     // A CPU coming back must not reuse ASIDs whose TLB entries it may hold.
     pc.asid_gen.fetch_add(1, Ordering::Relaxed);
     pc.next_asid.store(1, Ordering::Relaxed);
+    if Features::read().rdtscp {
+        pc.tsc_aux.store(
+            cpu::rdmsr_safe(msr::TSC_AUX).unwrap_or(0),
+            Ordering::Relaxed,
+        );
+    }
     0
 }
 
@@ -210,9 +246,9 @@ unsafe extern "C" fn cpu_online(cpu_id: u32) -> i32 {
 ///
 /// Called by the CPU-hotplug core on the CPU going down.
 unsafe extern "C" fn cpu_offline(_cpu_id: u32) -> i32 {
-    if let Ok(efer) = cpu::rdmsr_safe(MSR_EFER) {
+    if let Ok(efer) = cpu::rdmsr_safe(msr::EFER) {
         cpu::wrmsr(MSR_VM_HSAVE_PA, 0);
-        cpu::wrmsr(MSR_EFER, efer & !EFER_SVME);
+        cpu::wrmsr(msr::EFER, efer & !EFER_SVME);
     }
     0
 }

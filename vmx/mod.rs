@@ -11,8 +11,10 @@
 pub(crate) mod vcpu;
 
 use crate::{
+    backend::{Backend, MmuShape},
+    decode,
+    mmu::Format,
     sys::{cpu, mem::Pages},
-    virt::Backend,
     vmcs::{msr, CapMsrs, Config, Missing},
 };
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +30,9 @@ pub(crate) struct Vmx;
 
 impl Backend for Vmx {
     const NAME: &'static str = "Intel VT-x";
+    const CPU: decode::Vendor = decode::Vendor::Intel;
+    type Vcpu = vcpu::VmxVcpu;
+    type Host = VmxHost;
 
     fn probe() -> Result {
         if cpu::cpuid(1, 0).ecx & CPUID_VMX == 0 {
@@ -59,6 +64,20 @@ impl Backend for Vmx {
 
     fn enabled_on_this_cpu() -> bool {
         cpu::read_cr4() & CR4_VMXE != 0
+    }
+
+    fn init() -> Result<VmxHost> {
+        VmxHost::new()
+    }
+
+    /// rkvm's EPT always has 4 levels (48-bit guest physical); 2 MiB
+    /// leaves where EPT has them.
+    fn mmu() -> MmuShape {
+        MmuShape {
+            format: Format::Ept,
+            levels: 4,
+            huge: config().is_some_and(|c| c.ept_2m),
+        }
     }
 }
 

@@ -3,17 +3,34 @@
 //! Port IO exits: IN/OUT through the PIO page, and INS/OUTS a page of data
 //! at a time.
 
-use super::*;
+use super::{Flow, Inner, Pending, Vcpu};
+use crate::{
+    abi,
+    addr::Gva,
+    backend::{ArchVcpu, Backend, IoExit},
+    decode::Segment,
+    memory::MemOnce,
+    uapi,
+};
+use kernel::prelude::*;
 
-impl Vcpu {
+/// RFLAGS.DF: string instructions count down.
+const RFLAGS_DF: u64 = 1 << 10;
+
+impl<B: Backend> Vcpu<B> {
     /// An IN/OUT exit: data goes through the PIO page, as in KVM.
-    pub(super) fn io(&self, vm: &Vm, inner: &mut Inner, io: IoExit) -> Result<Flow> {
+    pub(super) fn io(
+        &self,
+        mem: &mut MemOnce<'_>,
+        inner: &mut Inner<B>,
+        io: IoExit,
+    ) -> Result<Flow> {
         let size = usize::from(io.size);
         let page_off = abi::PIO_PAGE_OFFSET * 4096;
         if !io.string {
             let rip = inner.arch.rip();
             if !io.input {
-                let v = inner.arch.gpr(0).to_le_bytes();
+                let v = inner.gpr(0).to_le_bytes();
                 self.pages[1].write_shared(0, &v[..size]);
                 // RIP moves past the OUT when the exit completes, except for
                 // port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default).
@@ -43,7 +60,7 @@ impl Vcpu {
             return Ok(Flow::User);
         }
         let amask = addr_mask(io.addr_size);
-        let count = if io.rep { inner.arch.gpr(1) & amask } else { 1 };
+        let count = if io.rep { inner.gpr(1) & amask } else { 1 };
         if count == 0 {
             inner.arch.set_rip(io.next_rip);
             return Ok(Flow::Resume);
@@ -54,20 +71,23 @@ impl Vcpu {
             let mut data = core::mem::take(&mut inner.pio_buf);
             let n = size * count as usize;
             let base = inner.arch.segment_base(io.seg);
-            let si = inner.arch.gpr(6) & amask;
-            let down = inner.arch.rflags() & (1 << 10) != 0;
+            let si = inner.gpr(6) & amask;
+            let down = inner.arch.rflags() & RFLAGS_DF != 0;
             for i in 0..count as usize {
                 let off = if down {
                     si.wrapping_sub((i * size) as u64)
                 } else {
                     si.wrapping_add((i * size) as u64)
                 };
-                let lin = base.wrapping_add(off & amask);
-                if let Err(f) =
-                    self.read_linear(vm, inner, lin, &mut data[i * size..(i + 1) * size])
-                {
+                let lin = Gva(base.wrapping_add(off & amask));
+                let r = mem.get().read_linear(
+                    &inner.paging(),
+                    lin,
+                    &mut data[i * size..(i + 1) * size],
+                );
+                if let Err(f) = r {
                     inner.pio_buf = data;
-                    return f;
+                    return Ok(self.linear_fault(inner, f));
                 }
             }
             self.pages[1].write_shared(0, &data[..n]);
@@ -95,15 +115,15 @@ impl Vcpu {
     /// advance RSI/RDI and RCX, and finish the instruction once RCX is 0.
     pub(super) fn string_io_done(
         &self,
-        vm: &Vm,
-        inner: &mut Inner,
+        mem: &mut MemOnce<'_>,
+        inner: &mut Inner<B>,
         io: &IoExit,
         count: u32,
         data: Option<&[u8]>,
     ) -> Result<Flow> {
         let size = u64::from(io.size);
         let amask = addr_mask(io.addr_size);
-        let down = inner.arch.rflags() & (1 << 10) != 0;
+        let down = inner.arch.rflags() & RFLAGS_DF != 0;
         let step = |v: u64, n: u64| -> u64 {
             let d = size * n;
             let nv = if down {
@@ -115,25 +135,25 @@ impl Vcpu {
         };
         if let Some(data) = data {
             let base = inner.arch.segment_base(Segment::Es);
-            let di = inner.arch.gpr(7);
+            let di = inner.gpr(7);
             for i in 0..u64::from(count) {
-                let lin = base.wrapping_add(step(di, i) & amask);
+                let lin = Gva(base.wrapping_add(step(di, i) & amask));
                 let chunk = &data[(i * size) as usize..((i + 1) * size) as usize];
-                if let Err(f) = self.write_linear(vm, inner, lin, chunk) {
-                    return f;
+                if let Err(f) = mem.get().write_linear(&inner.paging(), lin, chunk) {
+                    return Ok(self.linear_fault(inner, f));
                 }
             }
             let v = step(di, u64::from(count));
-            inner.arch.set_gpr(7, v);
+            inner.set_gpr(7, v);
         } else {
-            let v = step(inner.arch.gpr(6), u64::from(count));
-            inner.arch.set_gpr(6, v);
+            let v = step(inner.gpr(6), u64::from(count));
+            inner.set_gpr(6, v);
         }
         let mut done = true;
         if io.rep {
-            let rcx = inner.arch.gpr(1);
+            let rcx = inner.gpr(1);
             let left = (rcx & amask).wrapping_sub(u64::from(count)) & amask;
-            inner.arch.set_gpr(1, (rcx & !amask) | left);
+            inner.set_gpr(1, (rcx & !amask) | left);
             done = left == 0;
         }
         if done {

@@ -1,10 +1,22 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The register-state ioctls: CPUID tables and MSRs.
+//! The CPUID-table and special-register ioctls that need more than a copy:
+//! `KVM_GET/SET_CPUID2` and `KVM_SET_SREGS`.
 
-use super::*;
+use super::Vcpu;
+use crate::{
+    abi,
+    backend::{ArchVcpu, Backend},
+    guest_cpuid::{self, Policy},
+    sys::uaccess,
+    uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmSregs},
+    vm::Vm,
+};
+use kernel::prelude::*;
 
-impl Vcpu {
+impl<B: Backend> Vcpu<B> {
+    /// `KVM_GET_CPUID2`: the table `KVM_SET_CPUID2` set; `E2BIG` if it does
+    /// not fit in `nent` entries.
     pub(super) fn get_cpuid2(&self, arg: usize) -> Result<isize> {
         let hdr: KvmCpuid2Header = uaccess::read(arg)?;
         let inner = self.inner.lock();
@@ -15,27 +27,30 @@ impl Vcpu {
             nent: inner.cpuid.len() as u32,
             padding: 0,
         };
-        let mut v = KVec::with_capacity(inner.cpuid.len(), GFP_KERNEL)?;
+        let mut v = KVec::with_capacity(inner.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
         for e in inner.cpuid.iter() {
-            v.push(guest_cpuid::to_kvm(e), GFP_KERNEL)?;
+            v.push(guest_cpuid::to_kvm(e), GFP_KERNEL_ACCOUNT)?;
         }
+        drop(inner);
         uaccess::write(arg, &out)?;
         uaccess::write_array(arg + 8, &v)?;
         Ok(0)
     }
 
+    /// `KVM_SET_CPUID2`. Once the vCPU has run, KVM accepts only the same
+    /// table again.
     pub(super) fn set_cpuid2(&self, arg: usize) -> Result<isize> {
         let hdr: KvmCpuid2Header = uaccess::read(arg)?;
         if hdr.nent > abi::MAX_CPUID_ENTRIES {
             return Err(E2BIG);
         }
         let raw = uaccess::read_array::<KvmCpuidEntry2>(arg + 8, hdr.nent as usize)?;
-        let mut entries = KVec::with_capacity(raw.len(), GFP_KERNEL)?;
+        let mut entries = KVec::with_capacity(raw.len(), GFP_KERNEL_ACCOUNT)?;
         for e in raw.iter() {
-            entries.push(guest_cpuid::from_kvm(e), GFP_KERNEL)?;
+            entries.push(guest_cpuid::from_kvm(e), GFP_KERNEL_ACCOUNT)?;
         }
+        let policy = Policy::new(&entries)?;
         let mut inner = self.inner.lock();
-        // After the first entry KVM only accepts the same table again.
         if inner.has_run {
             return if inner.cpuid[..] == entries[..] {
                 Ok(0)
@@ -44,40 +59,20 @@ impl Vcpu {
             };
         }
         inner.cpuid = entries;
+        inner.policy = policy;
+        inner.arch.after_set_cpuid(&policy.caps);
         Ok(0)
     }
-    /// `KVM_GET_MSRS`/`KVM_SET_MSRS`: processes entries until the first
-    /// one that fails and returns how many succeeded, as KVM does.
-    pub(super) fn msrs(&self, arg: usize, write: bool) -> Result<isize> {
-        let hdr: KvmMsrsHeader = uaccess::read(arg)?;
-        // KVM's MAX_IO_MSRS.
-        if hdr.nmsrs >= 256 {
-            return Err(E2BIG);
-        }
-        let mut entries = uaccess::read_array::<KvmMsrEntry>(arg + 8, hdr.nmsrs as usize)?;
+
+    /// `KVM_SET_SREGS`: `EINVAL` where KVM refuses the values; a PAE
+    /// guest's PDPTEs are (re)read, and bad ones are not an error here.
+    pub(super) fn set_sregs_ioctl(&self, vm: &Vm<B>, arg: usize) -> Result<isize> {
+        let s: KvmSregs = uaccess::read(arg)?;
         let mut inner = self.inner.lock();
-        let mut n = 0;
-        for e in entries.iter_mut() {
-            let ok = if write {
-                inner.arch.set_msr(e.index, e.data).is_ok()
-            } else {
-                match inner.arch.get_msr(e.index) {
-                    Ok(v) => {
-                        e.data = v;
-                        true
-                    }
-                    Err(_) => false,
-                }
-            };
-            if !ok {
-                break;
-            }
-            n += 1;
-        }
-        drop(inner);
-        if !write {
-            uaccess::write_array(arg + 8, &entries[..n])?;
-        }
-        Ok(n as isize)
+        guest_cpuid::check_sregs(&inner.policy, &s, inner.state.apic_base)?;
+        inner.set_sregs(&s);
+        let mut mem = vm.mem_once();
+        self.load_pdptes(&mut mem, &mut inner);
+        Ok(0)
     }
 }

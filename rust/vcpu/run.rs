@@ -1,13 +1,48 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `KVM_RUN`: the run loop, completing what the last exit to userspace
+//! `KVM_RUN`: the run loop, one guest entry (the sequence every backend's
+//! world switch runs in), completing what the last exit to userspace
 //! started, and the dispatch of vendor-neutral exits.
 
-use super::mmio::translate;
-use super::*;
+use super::{
+    interrupts_enabled, Flow, Inner, Pending, Vcpu, GP_VECTOR, RFLAGS_VM, RUN_CR8,
+    RUN_IMMEDIATE_EXIT, RUN_MMIO_DATA, RUN_VALID_REGS, UD_VECTOR,
+};
+use crate::{
+    addr::{Gpa, Gva},
+    backend::{ArchVcpu, Backend, Entry, Exit},
+    decode::{self, Insn, Segment},
+    guest_cpuid,
+    memory::MemOnce,
+    msr,
+    sys::cpu::{self, NoIrq, NoPreempt},
+    uapi::{exit, internal},
+    vm::Vm,
+    x86::{self, CR0_PE, CR4_DE},
+};
+use core::sync::atomic::{AtomicI32, Ordering};
+use kernel::prelude::*;
 
-impl Vcpu {
-    pub(super) fn run(&self, vm: &Vm) -> Result<isize> {
+/// A vCPU's "in guest mode on CPU n" for one entry, for the kicks that make
+/// it leave the guest (TLB flushes). Cleared when dropped, so that no path
+/// out of an entry leaves other CPUs kicking a CPU the vCPU has left.
+struct Running<'a>(&'a AtomicI32);
+
+impl<'a> Running<'a> {
+    fn publish(slot: &'a AtomicI32, cpu: usize) -> Self {
+        slot.store(cpu as i32, Ordering::SeqCst);
+        Self(slot)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(-1, Ordering::SeqCst);
+    }
+}
+
+impl<B: Backend> Vcpu<B> {
+    pub(super) fn run(&self, vm: &Vm<B>) -> Result<isize> {
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let run = &self.pages[0];
@@ -23,16 +58,16 @@ impl Vcpu {
         if cr8 > 15 {
             return Err(EINVAL);
         }
-        inner.arch.set_cr8(cr8);
+        inner.state.cr8 = cr8;
         let r = self.run_locked(vm, inner);
-        inner.staging.cr8 = inner.arch.cr8();
-        inner.staging.apic_base = inner.arch.apic_base();
-        inner.staging.if_flag = u8::from(inner.arch.rflags() & (1 << 9) != 0);
+        inner.staging.cr8 = inner.state.cr8;
+        inner.staging.apic_base = inner.state.apic_base;
+        inner.staging.if_flag = u8::from(interrupts_enabled(inner.arch.rflags()));
         self.publish(inner);
         r
     }
 
-    pub(super) fn run_locked(&self, vm: &Vm, inner: &mut Inner) -> Result<isize> {
+    fn run_locked(&self, vm: &Vm<B>, inner: &mut Inner<B>) -> Result<isize> {
         if let Flow::User = self.complete_pending(vm, inner)? {
             return Ok(0);
         }
@@ -47,16 +82,56 @@ impl Vcpu {
                 return Err(EINTR);
             }
             cpu::cond_resched();
-            let e = inner.arch.enter(vm.ncr3, &self.running, &vm.tlb_gen)?;
-            inner.has_run = true;
+            let e = self.enter(vm, inner)?;
             if let Flow::User = self.handle_exit(vm, inner, e)? {
                 return Ok(0);
             }
         }
     }
 
+    /// One guest entry: the backend's three steps around the generic
+    /// duties (TLB generation, kick publication, FPU and XCR0, and the
+    /// last check for a signal or reschedule with interrupts off).
+    fn enter(&self, vm: &Vm<B>, inner: &mut Inner<B>) -> Result<Exit> {
+        let np = NoPreempt::new();
+        let cpu = np.cpu();
+        // Publish before reading the generation: whoever unmaps bumps the
+        // generation first and then kicks every published CPU, so either we
+        // see the new generation here or we get kicked out of the guest.
+        let running = Running::publish(&self.running, cpu);
+        let gen = vm.tlb_gen.load(Ordering::SeqCst);
+        let entry = Entry {
+            cpu,
+            root: vm.ncr3,
+            flush: gen != inner.tlb_gen,
+        };
+        inner.arch.prepare(&inner.state, &entry)?;
+        // The backend holds on to the flush until the guest runs.
+        inner.tlb_gen = gen;
+        let (arch, state) = (&mut inner.arch, &mut inner.state);
+        let entered = inner.fpu.with_loaded(|xcr| -> Result<bool> {
+            let irq = NoIrq::new(&np);
+            // Anything that sets a signal or a reschedule after this check
+            // also interrupts this CPU, which exits the guest at once.
+            if cpu::exit_requested(&irq) {
+                return Ok(false);
+            }
+            let _guest_xcr0 = xcr.load(&irq, state.xcr0);
+            arch.switch(state, &irq)?;
+            Ok(true)
+        })?;
+        drop(running);
+        drop(np);
+        if !entered {
+            return Ok(Exit::Resume);
+        }
+        inner.has_run = true;
+        Ok(inner.arch.complete(&mut inner.state))
+    }
+
     /// Finishes what the last exit to userspace started.
-    pub(super) fn complete_pending(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
+    fn complete_pending(&self, vm: &Vm<B>, inner: &mut Inner<B>) -> Result<Flow> {
+        let mut mem = vm.mem_once();
         match core::mem::replace(&mut inner.pending, Pending::None) {
             Pending::None => Ok(Flow::Resume),
             Pending::IoOut { next_rip, rip } => {
@@ -75,26 +150,28 @@ impl Vcpu {
                     // A page of data: too big for the kernel stack.
                     let mut data = core::mem::take(&mut inner.pio_buf);
                     self.pages[1].read_shared(0, &mut data[..n]);
-                    let r = self.string_io_done(vm, inner, &io, count, Some(&data[..n]));
+                    let r = self.string_io_done(&mut mem, inner, &io, count, Some(&data[..n]));
                     inner.pio_buf = data;
                     r
                 } else {
                     let mut v = [0u8; 8];
                     self.pages[1].read_shared(0, &mut v[..usize::from(io.size)]);
                     let val = u64::from_le_bytes(v);
-                    let rax = inner.arch.gpr(0);
+                    let rax = inner.gpr(0);
                     let new = match io.size {
                         1 => (rax & !0xff) | val,
                         2 => (rax & !0xffff) | val,
                         // A 32-bit destination zero-extends into RAX.
                         _ => val & 0xffff_ffff,
                     };
-                    inner.arch.set_gpr(0, new);
+                    inner.set_gpr(0, new);
                     inner.arch.set_rip(io.next_rip);
                     Ok(Flow::Resume)
                 }
             }
-            Pending::IoOutString { io, count } => self.string_io_done(vm, inner, &io, count, None),
+            Pending::IoOutString { io, count } => {
+                self.string_io_done(&mut mem, inner, &io, count, None)
+            }
             Pending::MmioRead { insn, mut frags } => {
                 // Userspace left this fragment's data in kvm_run.mmio.data.
                 if let Some(i) = frags.f[..frags.n].iter().position(|f| f.mmio) {
@@ -106,54 +183,68 @@ impl Vcpu {
                         .copy_from_slice(&d[..usize::from(f.len)]);
                     frags.f[i].mmio = false;
                 }
-                self.next_read_frag(vm, inner, insn, frags)
+                self.next_read_frag(mem.get(), inner, insn, frags)
             }
             Pending::MmioWrite { frags } => Ok(self.next_write_frag(inner, frags)),
         }
     }
 
-    pub(super) fn handle_exit(&self, vm: &Vm, inner: &mut Inner, e: Exit) -> Result<Flow> {
+    fn handle_exit(&self, vm: &Vm<B>, inner: &mut Inner<B>, e: Exit) -> Result<Flow> {
+        // At most one read of the slot table for the whole exit.
+        let mut mem = vm.mem_once();
+        let mem = &mut mem;
         match e {
             Exit::Resume => Ok(Flow::Resume),
-            Exit::Io(io) => self.io(vm, inner, io),
+            Exit::Io(io) => self.io(mem, inner, io),
             Exit::Hlt { next_rip } => {
-                self.skip(vm, inner, next_rip)?;
+                self.skip(mem, inner, next_rip);
                 inner.staging.exit_reason = exit::HLT;
                 Ok(Flow::User)
             }
             Exit::Cpuid { next_rip } => {
-                let leaf = inner.arch.gpr(0) as u32;
-                let sub = inner.arch.gpr(1) as u32;
+                let leaf = inner.gpr(0) as u32;
+                let sub = inner.gpr(1) as u32;
                 let [a, b, c, d] = guest_cpuid::guest_cpuid(
                     &inner.cpuid,
                     leaf,
                     sub,
                     inner.arch.cr4(),
-                    inner.arch.apic_base(),
+                    inner.state.apic_base,
                 );
-                inner.arch.set_gpr(0, u64::from(a));
-                inner.arch.set_gpr(3, u64::from(b));
-                inner.arch.set_gpr(1, u64::from(c));
-                inner.arch.set_gpr(2, u64::from(d));
-                self.skip(vm, inner, next_rip)?;
+                inner.set_gpr(0, u64::from(a));
+                inner.set_gpr(3, u64::from(b));
+                inner.set_gpr(1, u64::from(c));
+                inner.set_gpr(2, u64::from(d));
+                self.skip(mem, inner, next_rip);
                 Ok(Flow::Resume)
             }
             Exit::Msr { write, next_rip } => {
-                let msr = inner.arch.gpr(1) as u32;
+                let index = inner.gpr(1) as u32;
                 let ok = if write {
-                    let v = (inner.arch.gpr(2) << 32) | (inner.arch.gpr(0) & 0xffff_ffff);
-                    inner.arch.set_msr(msr, v).is_ok()
-                } else if let Ok(v) = inner.arch.get_msr(msr) {
-                    inner.arch.set_gpr(0, v & 0xffff_ffff);
-                    inner.arch.set_gpr(2, v >> 32);
+                    let v = (inner.gpr(2) << 32) | (inner.gpr(0) & 0xffff_ffff);
+                    inner.set_msr(index, v, false)
+                } else if let Some(v) = inner.get_msr(index, false) {
+                    inner.set_gpr(0, v & 0xffff_ffff);
+                    inner.set_gpr(2, v >> 32);
                     true
                 } else {
                     false
                 };
                 if ok {
-                    self.skip(vm, inner, next_rip)?;
+                    self.skip(mem, inner, next_rip);
                 } else {
-                    inner.arch.inject_exception(GP_VECTOR, Some(0));
+                    inner.queue_exception(GP_VECTOR, Some(0));
+                }
+                Ok(Flow::Resume)
+            }
+            // No virtual PMU: every counter is #GP (kvm_emulate_rdpmc).
+            Exit::Rdpmc => {
+                inner.queue_exception(GP_VECTOR, Some(0));
+                Ok(Flow::Resume)
+            }
+            Exit::Xsetbv { next_rip } => {
+                if self.xsetbv(inner) {
+                    self.skip(mem, inner, next_rip);
                 }
                 Ok(Flow::Resume)
             }
@@ -162,136 +253,158 @@ impl Vcpu {
                 Ok(Flow::User)
             }
             Exit::Npf { gpa, write, fetch } => {
-                if vm.fault_in(gpa, write)? {
+                if vm.fault_in(mem.get(), gpa, write)? {
                     return Ok(Flow::Resume);
                 }
                 if fetch {
                     // Executing from MMIO: KVM cannot emulate that either.
-                    return self.internal_error(inner, internal::EMULATION, &[gpa]);
+                    return Ok(self.internal_error(inner, internal::EMULATION, &[gpa.0]));
                 }
-                let insn = match self.fetch_insn(vm, inner) {
-                    Ok(i) => i,
-                    Err(f) => return f,
-                };
-                self.emulate(vm, inner, &insn, None)
+                match self.fetch_insn(mem, inner) {
+                    Ok(insn) => self.emulate(mem.get(), inner, &insn, None),
+                    Err(f) => Ok(f),
+                }
             }
-            Exit::DrAccess => self.debug_register(vm, inner),
-            Exit::InvalidOpcode => self.invalid_opcode(vm, inner),
+            Exit::DrAccess => Ok(self.debug_register(mem, inner)),
+            Exit::InvalidOpcode => Ok(self.invalid_opcode(mem, inner)),
             Exit::CrWrite {
                 cr,
                 value,
                 next_rip,
-            } => self.cr_write(vm, inner, cr, value, next_rip),
+            } => Ok(self.cr_write(mem, inner, cr, value, next_rip)),
             Exit::CrRead { cr, gpr, next_rip } => {
                 if cr != 8 {
-                    return self.internal_error(inner, internal::EMULATION, &[inner.arch.rip()]);
+                    let rip = inner.arch.rip();
+                    return Ok(self.internal_error(inner, internal::EMULATION, &[rip]));
                 }
-                let v = inner.arch.cr8();
-                inner.arch.set_gpr(gpr, v);
-                self.skip(vm, inner, next_rip)?;
+                inner.set_gpr(gpr, inner.state.cr8);
+                self.skip(mem, inner, next_rip);
                 Ok(Flow::Resume)
             }
             Exit::Hypercall { next_rip } => {
-                // No hypercalls are enabled: KVM answers -KVM_ENOSYS.
-                let enosys = (-1000i64) as u64;
-                let long = inner.arch.mode() == decode::Mode::Bits64;
-                inner
-                    .arch
-                    .set_gpr(0, if long { enosys } else { enosys & 0xffff_ffff });
-                self.skip(vm, inner, next_rip)?;
+                self.hypercall(inner);
+                self.skip(mem, inner, next_rip);
                 Ok(Flow::Resume)
             }
             Exit::Nop { next_rip } => {
-                self.skip(vm, inner, next_rip)?;
+                self.skip(mem, inner, next_rip);
                 Ok(Flow::Resume)
             }
             Exit::Exception { vector, error_code } => {
-                inner.arch.inject_exception(vector, error_code);
+                inner.queue_exception(vector, error_code);
                 Ok(Flow::Resume)
             }
             Exit::FailEntry(reason) => {
-                inner.staging.set_fail_entry(reason, self.running_cpu());
+                inner.staging.set_fail_entry(reason, running_cpu());
                 Ok(Flow::User)
             }
             Exit::Unexpected(code) => {
-                self.internal_error(inner, internal::UNEXPECTED_EXIT_REASON, &[code])
+                Ok(self.internal_error(inner, internal::UNEXPECTED_EXIT_REASON, &[code]))
             }
         }
+    }
+
+    /// VMMCALL/VMCALL: no hypercalls are enabled, so KVM answers
+    /// -KVM_ENOSYS in RAX (its low half outside 64-bit mode).
+    fn hypercall(&self, inner: &mut Inner<B>) {
+        let enosys = (-1000i64) as u64;
+        let v = inner.mode_width(enosys);
+        inner.set_gpr(0, v);
     }
 
     /// Emulates MOV to/from DRn: DR4/5 alias DR6/7 unless CR4.DE (then
     /// #UD); high bits in DR6/DR7 are #GP, as on hardware.
-    pub(super) fn debug_register(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
-        let insn = match self.fetch_insn(vm, inner) {
+    fn debug_register(&self, mem: &mut MemOnce<'_>, inner: &mut Inner<B>) -> Flow {
+        let insn = match self.fetch_insn(mem, inner) {
             Ok(i) => i,
             Err(f) => return f,
         };
         let Some(m) = insn.debug_reg_move() else {
-            return self.internal_error(inner, internal::EMULATION, &[inner.arch.rip()]);
+            let rip = inner.arch.rip();
+            return self.internal_error(inner, internal::EMULATION, &[rip]);
         };
         let n = match m.special {
             4 | 5 if inner.arch.cr4() & CR4_DE != 0 => {
-                inner.arch.inject_exception(UD_VECTOR, None);
-                return Ok(Flow::Resume);
+                inner.queue_exception(UD_VECTOR, None);
+                return Flow::Resume;
             }
             4 | 5 => m.special + 2,
             n @ (0..=3 | 6 | 7) => n,
             _ => {
-                inner.arch.inject_exception(UD_VECTOR, None);
-                return Ok(Flow::Resume);
+                inner.queue_exception(UD_VECTOR, None);
+                return Flow::Resume;
             }
         };
-        let long = inner.arch.mode() == decode::Mode::Bits64;
         if m.to_special {
-            let v = inner.arch.gpr(m.gpr);
-            let v = if long { v } else { v & 0xffff_ffff };
+            let v = inner.mode_width(inner.gpr(m.gpr));
             if n >= 6 && v >> 32 != 0 {
-                inner.arch.inject_exception(GP_VECTOR, Some(0));
-                return Ok(Flow::Resume);
+                inner.queue_exception(GP_VECTOR, Some(0));
+                return Flow::Resume;
             }
-            inner.arch.set_dr(n, v);
+            let s = &mut inner.state;
+            match n {
+                0..=3 => s.db[usize::from(n)] = v,
+                // Reserved bits read as set, as the hardware keeps them.
+                6 => s.dr6 = x86::dr6_fixed(v),
+                _ => s.dr7 = x86::dr7_fixed(v),
+            }
         } else {
-            let v = inner.arch.dr(n);
-            inner
-                .arch
-                .set_gpr(m.gpr, if long { v } else { v & 0xffff_ffff });
+            let s = &inner.state;
+            let v = match n {
+                0..=3 => s.db[usize::from(n)],
+                6 => s.dr6,
+                _ => s.dr7,
+            };
+            let v = inner.mode_width(v);
+            inner.set_gpr(m.gpr, v);
         }
-        let rip = insn.next_rip(inner.arch.rip());
-        inner
-            .arch
-            .set_rip(if long { rip } else { rip & 0xffff_ffff });
-        Ok(Flow::Resume)
+        let rip = inner.mode_width(insn.next_rip(inner.arch.rip()));
+        inner.arch.set_rip(rip);
+        Flow::Resume
+    }
+
+    /// XSETBV under KVM's rules (`kvm_emulate_xsetbv`): #GP outside CPL 0
+    /// or for a value the guest may not set. (#UD with CR4.OSXSAVE clear
+    /// comes from the hardware, before the intercept.) Whether it was
+    /// done, so the instruction is skipped.
+    fn xsetbv(&self, inner: &mut Inner<B>) -> bool {
+        let index = inner.gpr(1) as u32;
+        let value = (inner.gpr(2) << 32) | (inner.gpr(0) & 0xffff_ffff);
+        // Only what the host enabled can be loaded for the guest.
+        let allowed = inner.policy.caps.xcr0 & inner.fpu.host_xcr0().unwrap_or(0);
+        if inner.arch.cpl() != 0 || !msr::xcr0_valid(index, value, allowed) {
+            inner.queue_exception(GP_VECTOR, Some(0));
+            return false;
+        }
+        inner.state.xcr0 = value;
+        true
     }
 
     /// A guest MOV to CR0, CR4 or CR8 that the backend intercepted, under
     /// KVM's rules; #GP where KVM refuses.
-    pub(super) fn cr_write(
+    fn cr_write(
         &self,
-        vm: &Vm,
-        inner: &mut Inner,
+        mem: &mut MemOnce<'_>,
+        inner: &mut Inner<B>,
         cr: u8,
         value: u64,
         next_rip: Option<u64>,
-    ) -> Result<Flow> {
-        let value = if inner.arch.mode() == decode::Mode::Bits64 {
-            value
-        } else {
-            value & 0xffff_ffff
-        };
+    ) -> Flow {
+        let value = inner.mode_width(value);
         let a = &inner.arch;
         let state = x86::CrState {
             cr0: a.cr0(),
             cr3: a.cr3(),
             cr4: a.cr4(),
             efer: a.efer(),
-            cs_l: a.sregs().cs.l != 0,
+            cs_l: a.segment(crate::backend::Sreg::Seg(Segment::Cs)).l != 0,
         };
         let ok = match cr {
             8 if value & !0xf == 0 => {
-                inner.arch.set_cr8(value);
+                inner.state.cr8 = value;
                 true
             }
-            0 | 4 => match guest_cpuid::guest_cr_write(&inner.cpuid, cr, value, &state)? {
+            0 | 4 => match guest_cpuid::guest_cr_write(&inner.policy, cr, value, &state) {
                 x86::CrWrite::Gp => false,
                 x86::CrWrite::Set { value, load_pdptes } => {
                     let old = (inner.arch.cr0(), inner.arch.cr4());
@@ -300,7 +413,7 @@ impl Vcpu {
                     } else {
                         inner.arch.set_cr4(value);
                     }
-                    if load_pdptes && !self.load_pdptes(vm, inner)? {
+                    if load_pdptes && !self.load_pdptes(mem, inner) {
                         inner.arch.set_cr0(old.0);
                         inner.arch.set_cr4(old.1);
                         false
@@ -312,88 +425,89 @@ impl Vcpu {
             _ => false,
         };
         if ok {
-            self.skip(vm, inner, next_rip)?;
+            self.skip(mem, inner, next_rip);
         } else {
-            inner.arch.inject_exception(GP_VECTOR, Some(0));
+            inner.queue_exception(GP_VECTOR, Some(0));
         }
-        Ok(Flow::Resume)
+        Flow::Resume
     }
 
-    /// Reads the PAE PDPTEs at CR3 into the backend (VMX loads them from
-    /// the VMCS on entry). `false` if they cannot be read or one is
-    /// invalid (#GP for the instruction that asked).
-    pub(super) fn load_pdptes(&self, vm: &Vm, inner: &mut Inner) -> Result<bool> {
-        if !inner.arch.pae_paging() {
-            return Ok(true);
+    /// Reads the PAE PDPTEs at CR3 into the backend, if VM entry loads them
+    /// from the VMCS. `false` if they cannot be read or one is invalid
+    /// (#GP for the instruction that asked).
+    pub(super) fn load_pdptes(&self, mem: &mut MemOnce<'_>, inner: &mut Inner<B>) -> bool {
+        if !inner.arch.loads_pdptes()
+            || !x86::pae_paging(inner.arch.cr0(), inner.arch.cr4(), inner.arch.efer())
+        {
+            return true;
         }
         let mut b = [0u8; 32];
-        if !vm.read_guest(inner.arch.cr3() & 0xffff_ffe0, &mut b)? {
-            return Ok(false);
+        if mem
+            .get()
+            .read(Gpa(inner.arch.cr3() & 0xffff_ffe0), &mut b)
+            .is_err()
+        {
+            return false;
         }
-        let maxphy = guest_cpuid::maxphyaddr(&inner.cpuid);
         let mut p = [0u64; 4];
         for (i, e) in p.iter_mut().enumerate() {
             let mut w = [0u8; 8];
             w.copy_from_slice(&b[i * 8..i * 8 + 8]);
             *e = u64::from_le_bytes(w);
-            if !x86::pdpte_valid(*e, maxphy) {
-                return Ok(false);
+            if !x86::pdpte_valid(*e, inner.policy.caps.maxphyaddr) {
+                return false;
             }
         }
         inner.arch.set_pdptes(p);
-        Ok(true)
+        true
     }
 
-    pub(super) fn running_cpu(&self) -> u32 {
-        let np = cpu::NoPreempt::new();
-        np.cpu() as u32
-    }
-
-    pub(super) fn internal_error(
-        &self,
-        inner: &mut Inner,
-        suberror: u32,
-        data: &[u64],
-    ) -> Result<Flow> {
+    /// Reports an emulation failure or an unexpected exit to userspace.
+    pub(super) fn internal_error(&self, inner: &mut Inner<B>, suberror: u32, data: &[u64]) -> Flow {
         inner.staging.set_internal_error(suberror, data);
-        Ok(Flow::User)
+        Flow::User
     }
 
     /// Moves RIP past the instruction that exited: to `next_rip` when the
-    /// hardware reported it, else past the instruction decoded at RIP.
-    pub(super) fn skip(&self, vm: &Vm, inner: &mut Inner, next_rip: Option<u64>) -> Result {
+    /// hardware reported it, else past the instruction decoded at RIP. If
+    /// the instruction cannot be read again, RIP stays and the guest runs
+    /// it once more.
+    pub(super) fn skip(&self, mem: &mut MemOnce<'_>, inner: &mut Inner<B>, next_rip: Option<u64>) {
         let rip = match next_rip {
             Some(r) => r,
-            None => match self.fetch_insn(vm, inner) {
+            None => match self.fetch_insn(mem, inner) {
                 Ok(i) => i.next_rip(inner.arch.rip()),
-                // The instruction cannot be read again: leave RIP; the
-                // guest sees the instruction once more.
-                Err(_) => return Ok(()),
+                Err(_) => return,
             },
         };
-        let rip = if inner.arch.mode() == decode::Mode::Bits64 {
-            rip
-        } else {
-            rip & 0xffff_ffff
-        };
+        let rip = inner.mode_width(rip);
         inner.arch.set_rip(rip);
-        Ok(())
     }
 
-    /// Reads and decodes the instruction at CS:RIP.
+    /// The instruction bytes at CS:RIP (up to 15; fewer where the
+    /// instruction crosses into a page that cannot be fetched).
+    fn fetch_bytes(&self, mem: &mut MemOnce<'_>, inner: &Inner<B>) -> ([u8; 15], usize) {
+        let gva = Gva(inner
+            .arch
+            .segment_base(Segment::Cs)
+            .wrapping_add(inner.arch.rip()));
+        mem.get().fetch(&inner.paging(), gva)
+    }
+
+    /// Reads and decodes the instruction at CS:RIP; an emulation failure
+    /// for userspace if it cannot.
     pub(super) fn fetch_insn(
         &self,
-        vm: &Vm,
-        inner: &mut Inner,
-    ) -> core::result::Result<Insn, Result<Flow>> {
-        let (bytes, n) = fetch_bytes(vm, inner);
-        match decode::decode(&bytes[..n], inner.arch.mode(), cpu_vendor()) {
+        mem: &mut MemOnce<'_>,
+        inner: &mut Inner<B>,
+    ) -> core::result::Result<Insn, Flow> {
+        let (bytes, n) = self.fetch_bytes(mem, inner);
+        match decode::decode(&bytes[..n], inner.mode(), B::CPU) {
             Ok(i) => Ok(i),
             Err(_) => {
-                let mut data = [0u64; 3];
-                data[0] = inner.arch.rip();
-                data[1] = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-                data[2] = n as u64;
+                let mut first = [0u8; 8];
+                first.copy_from_slice(&bytes[..8]);
+                let data = [inner.arch.rip(), u64::from_le_bytes(first), n as u64];
                 Err(self.internal_error(inner, internal::EMULATION, &data))
             }
         }
@@ -403,56 +517,21 @@ impl Vcpu {
     /// not know) is a hypercall in protected mode, as KVM's emulator makes
     /// it (KVM also rewrites it to VMCALL in guest memory; rkvm leaves the
     /// guest's code alone); anything else gets its #UD.
-    pub(super) fn invalid_opcode(&self, vm: &Vm, inner: &mut Inner) -> Result<Flow> {
-        let (b, n) = fetch_bytes(vm, inner);
-        let protected = inner.arch.cr0() & 1 != 0 && inner.arch.rflags() & (1 << 17) == 0;
+    fn invalid_opcode(&self, mem: &mut MemOnce<'_>, inner: &mut Inner<B>) -> Flow {
+        let (b, n) = self.fetch_bytes(mem, inner);
+        let protected = inner.arch.cr0() & CR0_PE != 0 && inner.arch.rflags() & RFLAGS_VM == 0;
         if protected && n >= 3 && b[..3] == [0x0f, 0x01, 0xd9] {
-            let next = inner.arch.rip().wrapping_add(3);
-            return self.handle_exit(
-                vm,
-                inner,
-                Exit::Hypercall {
-                    next_rip: Some(next),
-                },
-            );
+            self.hypercall(inner);
+            let next = inner.mode_width(inner.arch.rip().wrapping_add(3));
+            inner.arch.set_rip(next);
+            return Flow::Resume;
         }
-        inner.arch.inject_exception(UD_VECTOR, None);
-        Ok(Flow::Resume)
+        inner.queue_exception(UD_VECTOR, None);
+        Flow::Resume
     }
 }
 
-/// Up to 15 instruction bytes at CS:RIP, through the guest's page tables;
-/// fewer if the instruction crosses into an unmapped or non-RAM page.
-pub(super) fn fetch_bytes(vm: &Vm, inner: &Inner) -> ([u8; 15], usize) {
-    let linear = inner
-        .arch
-        .segment_base(Segment::Cs)
-        .wrapping_add(inner.arch.rip());
-    let mut bytes = [0u8; 15];
-    let mut n = 0;
-    while n < 15 {
-        let a = linear.wrapping_add(n as u64);
-        let chunk = (4096 - (a & 0xfff) as usize).min(15 - n);
-        match translate(
-            vm,
-            &inner.arch,
-            a,
-            Access::FETCH.user(inner.arch.cpl() == 3),
-        ) {
-            Ok(gpa) => match vm.read_guest(gpa, &mut bytes[n..n + chunk]) {
-                Ok(true) => n += chunk,
-                _ => break,
-            },
-            Err(_) => break,
-        }
-    }
-    (bytes, n)
-}
-
-/// The CPU vendor whose instruction semantics the emulator follows.
-pub(super) fn cpu_vendor() -> Vendor {
-    match crate::virt::Vendor::current() {
-        crate::virt::Vendor::Svm => Vendor::Amd,
-        crate::virt::Vendor::Vmx => Vendor::Intel,
-    }
+/// The CPU this code runs on now (for `KVM_EXIT_FAIL_ENTRY`).
+fn running_cpu() -> u32 {
+    NoPreempt::new().cpu() as u32
 }

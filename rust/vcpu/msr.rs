@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! MSRs: the guest's RDMSR/WRMSR and `KVM_GET/SET_MSRS`, under KVM's rules
+//! (`core/src/msr.rs`). The MSRs KVM keeps in `vcpu->arch` live in the
+//! generic state; the VMCB/VMCS holds the rest (segment bases, SYSCALL and
+//! SYSENTER), and the backend reads and writes those.
+
+use super::{host_va_bits, Inner, Vcpu};
+use crate::{
+    backend::{ArchVcpu, Backend},
+    msr::{self, APIC_BASE, EFER, MISC_ENABLE, PAT, TSC, TSC_AUX},
+    sys::{cpu, uaccess},
+    uapi::{KvmMsrEntry, KvmMsrsHeader},
+    x86::{self, CR0_PG},
+};
+use kernel::prelude::*;
+
+/// KVM's `MAX_IO_MSRS`: the most entries one `KVM_GET/SET_MSRS` takes.
+const MAX_IO_MSRS: u32 = 256;
+
+impl<B: Backend> Inner<B> {
+    /// Reads MSR `index`: `None` means #GP for the guest (or a stop for
+    /// `KVM_GET_MSRS`). `host`: a `KVM_GET_MSRS` read.
+    pub(super) fn get_msr(&self, index: u32, host: bool) -> Option<u64> {
+        let s = &self.state;
+        Some(match index {
+            EFER => self.arch.efer(),
+            TSC => cpu::rdtsc().wrapping_add(s.tsc_offset),
+            PAT => s.pat,
+            MISC_ENABLE => s.misc_enable,
+            APIC_BASE => s.apic_base,
+            TSC_AUX if msr::tsc_aux_readable(host, &self.policy.caps) => s.tsc_aux,
+            TSC_AUX => return None,
+            _ => return self.arch.get_msr(index),
+        })
+    }
+
+    /// Writes `v` to MSR `index`; `false` means #GP for the guest (or a
+    /// stop for `KVM_SET_MSRS`). `host`: a `KVM_SET_MSRS` write.
+    pub(super) fn set_msr(&mut self, index: u32, v: u64, host: bool) -> bool {
+        let caps = &self.policy.caps;
+        match index {
+            EFER => {
+                let paging = self.arch.cr0() & CR0_PG != 0;
+                let cur = self.arch.efer();
+                match msr::efer_write(v, cur, paging, host, caps, self.policy.efer_bits) {
+                    Some(efer) => self.arch.set_efer(efer),
+                    None => return false,
+                }
+            }
+            // Guest and host writes set the offset alike (no TSC
+            // synchronisation across vCPUs yet).
+            TSC => self.state.tsc_offset = v.wrapping_sub(cpu::rdtsc()),
+            PAT if x86::valid_pat(v) => self.state.pat = v,
+            PAT => return false,
+            MISC_ENABLE => match msr::misc_enable_write(self.state.misc_enable, v, host) {
+                Some(m) => self.state.misc_enable = m,
+                None => return false,
+            },
+            APIC_BASE => {
+                let now = self.state.apic_base;
+                let ok = if host {
+                    x86::valid_apic_base(v, now, caps)
+                } else {
+                    x86::valid_apic_base_guest(v, now, caps)
+                };
+                if !ok {
+                    return false;
+                }
+                self.state.apic_base = v;
+            }
+            TSC_AUX => match msr::tsc_aux_write(v, host, caps) {
+                Some(aux) => self.state.tsc_aux = aux,
+                None => return false,
+            },
+            _ => match msr::address_msr_write(index, v, host_va_bits()) {
+                Some(v) => return self.arch.set_msr(index, v),
+                None => return false,
+            },
+        }
+        true
+    }
+}
+
+impl<B: Backend> Vcpu<B> {
+    /// `KVM_GET_MSRS`/`KVM_SET_MSRS`: processes entries until the first
+    /// one that fails and returns how many succeeded, as KVM does.
+    pub(super) fn msrs(&self, arg: usize, write: bool) -> Result<isize> {
+        let hdr: KvmMsrsHeader = uaccess::read(arg)?;
+        if hdr.nmsrs >= MAX_IO_MSRS {
+            return Err(E2BIG);
+        }
+        let mut entries = uaccess::read_array::<KvmMsrEntry>(arg + 8, hdr.nmsrs as usize)?;
+        let mut inner = self.inner.lock();
+        let mut n = 0;
+        for e in entries.iter_mut() {
+            let ok = if write {
+                inner.set_msr(e.index, e.data, true)
+            } else {
+                match inner.get_msr(e.index, true) {
+                    Some(v) => {
+                        e.data = v;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if !ok {
+                break;
+            }
+            n += 1;
+        }
+        drop(inner);
+        if !write {
+            uaccess::write_array(arg + 8, &entries[..n])?;
+        }
+        Ok(n as isize)
+    }
+}
