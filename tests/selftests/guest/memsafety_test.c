@@ -78,12 +78,24 @@ static long long read_keyed(const char *path, const char *key)
 	return v;
 }
 
-/* Pins taken and not yet released, system-wide; -1 without the counters. */
+/*
+ * Pins taken and not yet released, system-wide; -1 without the counters.
+ * The node counters keep per-CPU differences (folded about once a second);
+ * writing /proc/sys/vm/stat_refresh (root) folds them first, so the count
+ * is exact.
+ */
 static long long pins_outstanding(void)
 {
-	long long acq = read_keyed("/proc/vmstat", "nr_foll_pin_acquired");
-	long long rel = read_keyed("/proc/vmstat", "nr_foll_pin_released");
+	long long acq, rel;
+	int fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
 
+	if (fd >= 0) {
+		if (write(fd, "1", 1) < 0)
+			;	/* approximate then */
+		close(fd);
+	}
+	acq = read_keyed("/proc/vmstat", "nr_foll_pin_acquired");
+	rel = read_keyed("/proc/vmstat", "nr_foll_pin_released");
 	if (acq < 0 || rel < 0)
 		return -1;
 	return acq - rel;
