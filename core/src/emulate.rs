@@ -705,96 +705,17 @@ impl<C: Cpu> Emu<'_, C> {
 
 #[cfg(test)]
 mod tests {
-    extern crate std;
-
     use super::super::decode::{decode, Vendor};
     use super::*;
-    use std::vec::Vec;
+    use crate::testcpu::TestCpu;
 
-    /// A guest with 4 KiB of RAM at linear 0 and MMIO at 0x1000..0x2000.
-    struct TestCpu {
-        gprs: [u64; 16],
-        rip: u64,
-        rflags: u64,
-        ram: [u8; 0x1000],
-        fs_base: u64,
-        mmio_reads: Vec<u64>,
-    }
-
-    impl TestCpu {
-        fn new() -> Self {
-            TestCpu {
-                gprs: [0; 16],
-                rip: 0x100,
-                rflags: 2,
-                ram: [0; 0x1000],
-                fs_base: 0,
-                mmio_reads: Vec::new(),
-            }
-        }
-    }
-
-    impl Cpu for TestCpu {
-        fn gpr(&self, reg: u8) -> u64 {
-            self.gprs[usize::from(reg)]
-        }
-        fn set_gpr(&mut self, reg: u8, val: u64) {
-            self.gprs[usize::from(reg)] = val;
-        }
-        fn rip(&self) -> u64 {
-            self.rip
-        }
-        fn set_rip(&mut self, rip: u64) {
-            self.rip = rip;
-        }
-        fn rflags(&self) -> u64 {
-            self.rflags
-        }
-        fn set_rflags(&mut self, rflags: u64) {
-            self.rflags = rflags;
-        }
-        fn segment_base(&self, seg: Segment) -> u64 {
-            if seg == Segment::Fs {
-                self.fs_base
-            } else {
-                0
-            }
-        }
-        fn read_mem(&mut self, gva: u64, data: &mut [u8]) -> MemResult {
-            let a = gva as usize;
-            if a + data.len() <= 0x1000 {
-                data.copy_from_slice(&self.ram[a..a + data.len()]);
-                MemResult::Done
-            } else if (0x1000..0x2000).contains(&a) {
-                self.mmio_reads.push(gva);
-                MemResult::Mmio {
-                    gpa: gva + 0xfee0_0000,
-                }
-            } else {
-                MemResult::Fault(Exception {
-                    vector: 14,
-                    error_code: Some(0),
-                    address: Some(gva),
-                })
-            }
-        }
-        fn write_mem(&mut self, gva: u64, data: &[u8]) -> MemResult {
-            let a = gva as usize;
-            if a + data.len() <= 0x1000 {
-                self.ram[a..a + data.len()].copy_from_slice(data);
-                MemResult::Done
-            } else if (0x1000..0x2000).contains(&a) {
-                MemResult::Mmio {
-                    gpa: gva + 0xfee0_0000,
-                }
-            } else {
-                MemResult::Fault(Exception {
-                    vector: 14,
-                    error_code: Some(2),
-                    address: Some(gva),
-                })
-            }
-        }
+    /// A guest with 4 KiB of RAM at linear 0 and MMIO at 0x1000..0x2000
+    /// (GPA 0xfee0_1000..), executing at RIP 0x100.
+    fn guest() -> TestCpu {
+        let mut c = TestCpu::new(0x1000, 0x1000..0x2000);
+        c.mmio_gpa_offset = 0xfee0_0000;
+        c.rip = 0x100;
+        c
     }
 
     fn run(cpu: &mut TestCpu, bytes: &[u8], resume: Option<&[u8]>) -> Outcome {
@@ -804,7 +725,7 @@ mod tests {
 
     #[test]
     fn mov_store_to_mmio_reports_write_and_advances_rip() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[0] = 0x1122_3344;
         c.gprs[3] = 0x1000;
         // mov [rbx], eax
@@ -824,7 +745,7 @@ mod tests {
 
     #[test]
     fn mov_load_from_mmio_exits_then_completes_on_resume() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[3] = 0x1008;
         c.gprs[1] = u64::MAX;
         // mov ecx, [rbx]
@@ -846,7 +767,7 @@ mod tests {
 
     #[test]
     fn resume_with_wrong_size_is_an_error() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[3] = 0x1000;
         let insn = decode(&[0x8b, 0x0b], Mode::Bits64, Vendor::Amd).unwrap();
         assert_eq!(
@@ -857,7 +778,7 @@ mod tests {
 
     #[test]
     fn high_byte_registers_without_rex() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[0] = 0xab00;
         // mov [0x10], ah  (88 24 25 10 00 00 00)
         run(&mut c, &[0x88, 0x24, 0x25, 0x10, 0, 0, 0], None);
@@ -866,7 +787,7 @@ mod tests {
 
     #[test]
     fn add_to_memory_sets_carry_zero_and_aux() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x20] = 0xff;
         c.gprs[0] = 1;
         // add [0x20], al
@@ -887,7 +808,7 @@ mod tests {
 
     #[test]
     fn cmp_sets_flags_without_writing() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x30] = 5;
         // cmp byte [0x30], 7  (80 3c 25 30 00 00 00 07)
         run(&mut c, &[0x80, 0x3c, 0x25, 0x30, 0, 0, 0, 7], None);
@@ -900,7 +821,7 @@ mod tests {
 
     #[test]
     fn group1_imm8_is_sign_extended() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x40..0x48].copy_from_slice(&10u64.to_le_bytes());
         // sub qword [0x40], -1  (48 83 2c 25 40 00 00 00 ff)
         run(&mut c, &[0x48, 0x83, 0x2c, 0x25, 0x40, 0, 0, 0, 0xff], None);
@@ -912,7 +833,7 @@ mod tests {
 
     #[test]
     fn adc_uses_carry_in() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.rflags |= FLAG_CF;
         c.gprs[2] = 1;
         c.ram[0x50] = 1;
@@ -923,7 +844,7 @@ mod tests {
 
     #[test]
     fn inc_preserves_carry() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.rflags |= FLAG_CF;
         c.ram[0x60] = 0x7f;
         // inc byte [0x60]
@@ -935,7 +856,7 @@ mod tests {
 
     #[test]
     fn neg_and_not() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x70] = 1;
         // neg byte [0x70]
         run(&mut c, &[0xf6, 0x1c, 0x25, 0x70, 0, 0, 0], None);
@@ -948,7 +869,7 @@ mod tests {
 
     #[test]
     fn movzx_and_movsx() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x80] = 0x80;
         // movzx eax, byte [0x80]; movsx rcx, byte [0x80]
         run(&mut c, &[0x0f, 0xb6, 0x04, 0x25, 0x80, 0, 0, 0], None);
@@ -959,7 +880,7 @@ mod tests {
 
     #[test]
     fn movsxd_sign_extends_with_rex_w() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x90..0x94].copy_from_slice(&0x8000_0000u32.to_le_bytes());
         // movsxd rdx, dword [0x90]
         run(&mut c, &[0x48, 0x63, 0x14, 0x25, 0x90, 0, 0, 0], None);
@@ -968,7 +889,7 @@ mod tests {
 
     #[test]
     fn xchg_with_mmio_reads_then_writes() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[3] = 0x1000;
         c.gprs[0] = 7;
         let b = [0x87, 0x03]; // xchg [rbx], eax
@@ -986,7 +907,7 @@ mod tests {
 
     #[test]
     fn bt_with_register_offset_reaches_beyond_the_operand() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x104] = 0b10;
         c.gprs[1] = 33;
         // bt dword [0x100], ecx : bit 33 is bit 1 of the dword at 0x104.
@@ -1002,7 +923,7 @@ mod tests {
 
     #[test]
     fn bt_imm_wraps_within_operand() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x100] = 0b1000;
         // bt word [0x100], 19 -> bit 3
         run(
@@ -1015,7 +936,7 @@ mod tests {
 
     #[test]
     fn rep_stos_to_mmio_does_one_iteration_and_keeps_rip() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[0] = 0x55;
         c.gprs[1] = 3;
         c.gprs[7] = 0x1000;
@@ -1044,7 +965,7 @@ mod tests {
 
     #[test]
     fn movs_from_mmio_with_df_set_walks_down() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.rflags |= FLAG_DF;
         c.gprs[6] = 0x1004;
         c.gprs[7] = 0x200;
@@ -1063,7 +984,7 @@ mod tests {
 
     #[test]
     fn rep_with_zero_count_only_advances_rip() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[7] = 0x1000;
         assert_eq!(
             run(&mut c, &[0xf3, 0xab], None),
@@ -1074,8 +995,8 @@ mod tests {
 
     #[test]
     fn fs_segment_base_applies_in_64bit_mode() {
-        let mut c = TestCpu::new();
-        c.fs_base = 0x1000;
+        let mut c = guest();
+        c.set_segment_base(Segment::Fs, 0x1000);
         // mov byte fs:[0x10], 1
         let o = run(&mut c, &[0x64, 0xc6, 0x04, 0x25, 0x10, 0, 0, 0, 1], None);
         assert!(matches!(o, Outcome::MmioWrite { gva: 0x1010, .. }));
@@ -1083,7 +1004,7 @@ mod tests {
 
     #[test]
     fn fault_changes_nothing() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.gprs[3] = 0x5000;
         let o = run(&mut c, &[0x89, 0x03], None);
         assert!(matches!(
@@ -1095,7 +1016,7 @@ mod tests {
 
     #[test]
     fn moffs_load_16bit_mode() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         c.ram[0x34] = 0x99;
         let insn = decode(&[0xa0, 0x34, 0x00], Mode::Bits16, Vendor::Intel).unwrap();
         emulate(&mut c, &insn, None).unwrap();
@@ -1104,7 +1025,7 @@ mod tests {
 
     #[test]
     fn unsupported_instruction_is_typed_error() {
-        let mut c = TestCpu::new();
+        let mut c = guest();
         // div dword [rbx]
         let insn = decode(&[0xf7, 0x33], Mode::Bits64, Vendor::Amd).unwrap();
         assert_eq!(emulate(&mut c, &insn, None), Err(EmulateError::Unsupported));

@@ -43,7 +43,9 @@
 //!   and `IA32_APIC_BASE`, and the vCPU RESET values (`x86::reset`).
 //!
 //! Host-only checks live outside `src/`: `tests/iced_diff.rs` (decoder vs
-//! iced-x86), `tests/prop.rs` (proptest) and `fuzz/` (cargo-fuzz).
+//! iced-x86), `tests/prop.rs` (proptest) and `fuzz/` (cargo-fuzz). So does
+//! their shared test double of `emulate::Cpu`, `testsupport/cpu.rs`, which
+//! the unit tests here include too (under `cfg(test)` only).
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -67,3 +69,10 @@ pub mod uapi;
 pub mod vmcb;
 pub mod vmcs;
 pub mod x86;
+
+// The test double names this crate `rkvm_core`, as the test and fuzz crates do.
+#[cfg(test)]
+extern crate self as rkvm_core;
+#[cfg(test)]
+#[path = "../testsupport/cpu.rs"]
+mod testcpu;

@@ -1,8 +1,8 @@
 //! Property tests for the decoder, the emulator's flag arithmetic, and the page walker.
 
 use proptest::prelude::*;
-use rkvm_core::decode::{decode, DecodeError, Mode, Segment, Vendor};
-use rkvm_core::emulate::{self, Cpu, MemResult, Outcome, FLAGS_ARITH};
+use rkvm_core::decode::{decode, DecodeError, Mode, Vendor};
+use rkvm_core::emulate::{self, Outcome, FLAGS_ARITH};
 use rkvm_core::paging::{self, Access, GuestPhys, MemError, PagingMode, WalkConfig};
 
 fn mode() -> impl Strategy<Value = Mode> {
@@ -29,54 +29,17 @@ proptest! {
     }
 }
 
-/// Flat 8 KiB guest with MMIO above it, for the emulator properties.
-struct FlatCpu {
-    gprs: [u64; 16],
-    rip: u64,
-    rflags: u64,
-    ram: Vec<u8>,
-}
+#[path = "../testsupport/cpu.rs"]
+mod testcpu;
+use testcpu::TestCpu;
 
-impl Cpu for FlatCpu {
-    fn gpr(&self, reg: u8) -> u64 {
-        self.gprs[usize::from(reg)]
-    }
-    fn set_gpr(&mut self, reg: u8, val: u64) {
-        self.gprs[usize::from(reg)] = val;
-    }
-    fn rip(&self) -> u64 {
-        self.rip
-    }
-    fn set_rip(&mut self, rip: u64) {
-        self.rip = rip;
-    }
-    fn rflags(&self) -> u64 {
-        self.rflags
-    }
-    fn set_rflags(&mut self, rflags: u64) {
-        self.rflags = rflags;
-    }
-    fn segment_base(&self, _seg: Segment) -> u64 {
-        0
-    }
-    fn read_mem(&mut self, gva: u64, data: &mut [u8]) -> MemResult {
-        match self.ram.get(gva as usize..gva as usize + data.len()) {
-            Some(src) if gva < 0x2000 => {
-                data.copy_from_slice(src);
-                MemResult::Done
-            }
-            _ => MemResult::Mmio { gpa: gva },
-        }
-    }
-    fn write_mem(&mut self, gva: u64, data: &[u8]) -> MemResult {
-        match self.ram.get_mut(gva as usize..gva as usize + data.len()) {
-            Some(dst) if gva < 0x2000 => {
-                dst.copy_from_slice(data);
-                MemResult::Done
-            }
-            _ => MemResult::Mmio { gpa: gva },
-        }
-    }
+/// Flat 8 KiB guest for the emulator properties: whatever is not RAM is
+/// MMIO (at GPA = linear address), so accesses never fault.
+fn flat_cpu(gprs: [u64; 16], rflags: u64) -> TestCpu {
+    let mut cpu = TestCpu::new(0x2000, 0..u64::MAX);
+    cpu.gprs = gprs;
+    cpu.rflags = rflags;
+    cpu
 }
 
 /// Reference model of the eight ALU operations on `bits`-wide operands.
@@ -152,7 +115,7 @@ proptest! {
         // op r/m, reg with [0x100] absolute and reg = rcx.
         bytes.extend([(op << 3) | u8::from(size != 1), 0x0c, 0x25, 0x00, 0x01, 0, 0]);
         let insn = decode(&bytes, Mode::Bits64, Vendor::Intel).unwrap();
-        let mut cpu = FlatCpu { gprs: [0; 16], rip: 0, rflags: 2 | u64::from(cf), ram: vec![0; 0x2000] };
+        let mut cpu = flat_cpu([0; 16], 2 | u64::from(cf));
         cpu.gprs[1] = b;
         cpu.ram[0x100..0x108].copy_from_slice(&a.to_le_bytes());
         prop_assert_eq!(emulate::emulate(&mut cpu, &insn, None), Ok(Outcome::Done { rep_remaining: 0 }));
@@ -172,7 +135,7 @@ proptest! {
     #[test]
     fn emulator_never_panics(bytes in prop::collection::vec(any::<u8>(), 1..16), mode in mode(), gprs in prop::array::uniform16(0u64..0x3000), resume in prop::collection::vec(any::<u8>(), 8)) {
         let Ok(insn) = decode(&bytes, mode, Vendor::Amd) else { return Ok(()); };
-        let mut cpu = FlatCpu { gprs, rip: 0, rflags: 2, ram: vec![0; 0x2000] };
+        let mut cpu = flat_cpu(gprs, 2);
         if let Ok(Outcome::MmioRead { len, .. }) = emulate::emulate(&mut cpu, &insn, None) {
             let r = emulate::emulate(&mut cpu, &insn, Some(&resume[..usize::from(len)]));
             let again = matches!(r, Ok(Outcome::MmioRead { .. }));
