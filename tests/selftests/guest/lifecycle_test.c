@@ -39,9 +39,6 @@ GUEST_CODE(spin, 16,
 	"1: inc dword ptr [0x500]\n"
 	"jmp 1b\n");
 
-GUEST_CODE(jmp_self, 16,
-	"jmp .\n");
-
 /*
  * The guests that spin until the host interrupts them run with interrupts
  * disabled (RFLAGS.IF = 0), which must not keep the host from taking its
@@ -428,20 +425,26 @@ TEST(vm_closed_while_vcpu_thread_is_in_guest)
 	vcpu_create(_metadata, &vm, 0, &v);
 	vcpu_setup_real(_metadata, &v);
 	spinner_setup(_metadata, &v);
-	vm_load_code(&vm, jmp_self);
+	vm_load_code(&vm, spin);
 	r = (struct runner){ .vcpu = &v };
 	ASSERT_EQ(0, pthread_create(&t, NULL, run_once, &r));
 	while (!r.started)
 		usleep(1000);
-	usleep(20000);
-	/* The vCPU holds the VM: closing the VM fd does not stop it. */
+	EXPECT_TRUE(wait_counter(&vm, 0)) TH_LOG("the guest does not run");
+	/*
+	 * The vCPU holds the VM: closing the VM fd does not stop it. Our
+	 * mapping of its memory stays, so the counter shows it still running.
+	 */
 	close(vm.fd);
 	close(vm.sys);
-	usleep(20000);
+	EXPECT_TRUE(wait_counter(&vm, mem_read32(&vm, 0x500)))
+		TH_LOG("the guest stopped when the VM fd was closed");
 	ASSERT_EQ(0, pthread_kill(t, SIGUSR1));
 	ASSERT_EQ(0, pthread_join(t, NULL));
 	EXPECT_EQ(-1, r.ret);
-	EXPECT_EQ(EINTR, r.err);
+	EXPECT_EQ(EINTR, r.err) TH_LOG("KVM_RUN: %s", strerror(r.err));
+	EXPECT_EQ(KVM_EXIT_INTR, v.run->exit_reason)
+		TH_LOG("exit %s", exit_reason_name(v.run->exit_reason));
 	vcpu_destroy(&vm, &v);
 	munmap(vm.mem, vm.mem_size);
 }
@@ -492,30 +495,42 @@ TEST(vcpus_of_one_vm_share_memory)
 
 TEST(sigkill_ends_a_process_whose_vcpu_is_in_guest)
 {
+	/* The child's guest memory is shared, so we see its counter move. */
+	struct vm view = { .mem_size = VM_MEM_SIZE };
 	int status;
 	uint64_t start;
-	pid_t pid = fork();
+	pid_t pid;
 
+	view.mem = mmap(NULL, view.mem_size, PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, view.mem) TH_LOG("mmap: %s", strerror(errno));
+	pid = fork();
 	ASSERT_LE(0, pid);
 	if (pid == 0) {
 		struct vm vm;
 		struct vcpu v;
 
-		vm_create(_metadata, &vm);
+		vm_create_empty(_metadata, &vm);
+		vm.mem = view.mem;
+		vm.mem_size = view.mem_size;
+		if (vm_set_region(&vm, 0, 0, 0, vm.mem_size, vm.mem))
+			_exit(4);
 		vcpu_create(_metadata, &vm, 0, &v);
 		vcpu_setup_real(_metadata, &v);
 		spinner_setup(_metadata, &v);
-		vm_load_code(&vm, jmp_self);
+		vm_load_code(&vm, spin);
 		ioctl(v.fd, KVM_RUN, 0);
 		_exit(3);	/* KVM_RUN must not return */
 	}
-	usleep(300000);
+	/* Killed only once the guest is seen running, not after a fixed wait. */
+	EXPECT_TRUE(wait_counter(&view, 0)) TH_LOG("the guest does not run");
 	start = now_ns();
 	ASSERT_EQ(0, kill(pid, SIGKILL));
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
 		TH_LOG("status %#x", status);
 	EXPECT_GT(1000000000ULL, now_ns() - start);
+	munmap(view.mem, view.mem_size);
 }
 
 TEST_HARNESS_MAIN
