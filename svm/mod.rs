@@ -12,12 +12,14 @@ use crate::{
     msr,
     sys::{
         cpu,
-        hotplug::{CpuHotplug, RebootHook},
+        hotplug::{CpuHotplug, PerCpuHooks, RebootHook},
         mem::Pages,
+        published::{Owner, Published},
+        svm,
     },
     x86::{CR4_LA57, EFER_SVME},
 };
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 
 /// CPUID 0x8000_0001 ECX: SVM supported.
@@ -28,8 +30,6 @@ const CPUID_RDTSCP: u32 = 1 << 27;
 const MSR_VM_CR: u32 = 0xc001_0114;
 /// `VM_CR.SVMDIS`: SVM disabled (by firmware, when `VM_CR.LOCK` is set).
 const VM_CR_SVMDIS: u64 = 1 << 4;
-/// `MSR_VM_HSAVE_PA`: where VMRUN saves host state.
-const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// CPUID 0x8000_000A EDX: flush-by-ASID (TLB_CONTROL 3).
 const SVM_FEATURE_FLUSHBYASID: u32 = 1 << 6;
 /// CPUID 0x8000_000A EDX: NRIP save.
@@ -126,21 +126,23 @@ pub(crate) struct PerCpu {
     pub(crate) tsc_aux: AtomicU64,
 }
 
-/// All CPUs' state, owned by [`SvmHost`]; published for the hotplug
-/// callbacks and vCPU entry, which run only while the module is loaded.
-static PERCPU: AtomicPtr<PerCpu> = AtomicPtr::new(core::ptr::null_mut());
-static PERCPU_LEN: AtomicUsize = AtomicUsize::new(0);
-static FEATURES_NR_ASIDS: AtomicU32 = AtomicU32::new(0);
+/// What vCPU entries and the hotplug callbacks read while the module is
+/// loaded: every possible CPU's state, and the features.
+pub(crate) struct Shared {
+    percpu: KVec<PerCpu>,
+    features: Features,
+}
+
+static SHARED: Published<Shared> = Published::new();
 
 /// SVM switched on for the module's lifetime: on every online CPU, on CPUs
 /// that come online later, and off again when dropped.
 pub(crate) struct SvmHost {
-    // Field order is drop order: hotplug (which disables SVM on every CPU)
-    // goes before the pages it points at.
+    // Field order is drop order: the hooks (removing them disables SVM on
+    // every CPU) go before the per-CPU pages they point the CPUs at.
     _reboot: RebootHook,
     _hotplug: CpuHotplug,
-    /// Owns what `PERCPU` points at.
-    _percpu: KVec<PerCpu>,
+    _shared: Owner<Shared>,
 }
 
 impl SvmHost {
@@ -160,21 +162,19 @@ impl SvmHost {
                 GFP_KERNEL,
             )?;
         }
-        FEATURES_NR_ASIDS.store(Features::read().nr_asids, Ordering::Relaxed);
-        PERCPU_LEN.store(n, Ordering::Release);
-        let reboot = RebootHook::register(on_reboot)?;
-        PERCPU.store(percpu.as_mut_ptr(), Ordering::Release);
-        let hotplug = match CpuHotplug::register(cpu_online, cpu_offline) {
-            Ok(h) => h,
-            Err(e) => {
-                PERCPU.store(core::ptr::null_mut(), Ordering::Release);
-                return Err(e);
-            }
-        };
+        let shared = SHARED.publish(KBox::new(
+            Shared {
+                percpu,
+                features: Features::read(),
+            },
+            GFP_KERNEL,
+        )?)?;
+        let reboot = RebootHook::register::<Hooks>()?;
+        let hotplug = CpuHotplug::register::<Hooks>()?;
         Ok(Self {
             _reboot: reboot,
             _hotplug: hotplug,
-            _percpu: percpu,
+            _shared: shared,
         })
     }
 
@@ -184,84 +184,45 @@ impl SvmHost {
     }
 }
 
-impl Drop for SvmHost {
-    fn drop(&mut self) {
-        // Runs before the fields drop: `_hotplug` then runs `cpu_offline`
-        // (which needs no per-CPU state) on every CPU, then `percpu` goes.
-        PERCPU.store(core::ptr::null_mut(), Ordering::Release);
-    }
+/// Runs `f` on `cpu`'s state and the features (`None` before load or after
+/// unload). `f` must not sleep.
+pub(crate) fn with_percpu<R>(cpu: usize, f: impl FnOnce(&PerCpu, &Features) -> R) -> Option<R> {
+    SHARED.read(|s| s.percpu.get(cpu).map(|pc| f(pc, &s.features)))?
 }
 
-/// This CPU's state. Callers have preemption disabled (the CPU is `cpu`).
-pub(crate) fn percpu(cpu: usize) -> Option<&'static PerCpu> {
-    let p = PERCPU.load(Ordering::Acquire);
-    if p.is_null() || cpu >= PERCPU_LEN.load(Ordering::Acquire) {
-        return None;
-    }
-    // SAFETY: `p` points at `PERCPU_LEN` initialised entries owned by the
-    // live `SvmHost`, which outlives every vCPU and hotplug callback (both
-    // hold or are removed before the module's reference goes).
-    Some(unsafe { &*p.add(cpu) })
-}
+/// SVM's per-CPU hooks.
+struct Hooks;
 
-/// The number of ASIDs the hardware has.
-pub(crate) fn nr_asids() -> u32 {
-    FEATURES_NR_ASIDS.load(Ordering::Relaxed)
-}
-
-/// Hotplug "online" callback, run on `cpu` itself: enable SVM there.
-///
-/// # Safety
-///
-/// Called by the CPU-hotplug core on the CPU being brought up.
-unsafe extern "C" fn cpu_online(cpu_id: u32) -> i32 {
-    let Some(pc) = percpu(cpu_id as usize) else {
-        return ENOMEM.to_errno();
-    };
-    let efer = match cpu::rdmsr_safe(msr::EFER) {
-        Ok(e) => e,
-        Err(e) => return e.to_errno(),
-    };
-    if efer & EFER_SVME != 0 {
-        pr_err!("rkvm: SVM already enabled on CPU {cpu_id} by someone else\n");
-        return EBUSY.to_errno();
+impl PerCpuHooks for Hooks {
+    /// Enables SVM on this CPU (`EBUSY` if someone else has).
+    fn online(cpu_id: u32) -> Result {
+        SHARED
+            .read(|s| {
+                let pc = s.percpu.get(cpu_id as usize).ok_or(ENOMEM)?;
+                svm::enable_on_this_cpu(&pc.hsave)?;
+                // A CPU coming back must not reuse ASIDs whose TLB entries
+                // it may hold.
+                pc.asid_gen.fetch_add(1, Ordering::Relaxed);
+                pc.next_asid.store(1, Ordering::Relaxed);
+                if s.features.rdtscp {
+                    pc.tsc_aux.store(
+                        cpu::rdmsr_safe(msr::TSC_AUX).unwrap_or(0),
+                        Ordering::Relaxed,
+                    );
+                }
+                Ok(())
+            })
+            .unwrap_or(Err(ENOMEM))
     }
-    cpu::wrmsr(msr::EFER, efer | EFER_SVME);
-    cpu::wrmsr(MSR_VM_HSAVE_PA, pc.hsave.phys());
-    // A CPU coming back must not reuse ASIDs whose TLB entries it may hold.
-    pc.asid_gen.fetch_add(1, Ordering::Relaxed);
-    pc.next_asid.store(1, Ordering::Relaxed);
-    if Features::read().rdtscp {
-        pc.tsc_aux.store(
-            cpu::rdmsr_safe(msr::TSC_AUX).unwrap_or(0),
-            Ordering::Relaxed,
-        );
-    }
-    0
-}
 
-/// Hotplug "offline" callback, run on `cpu` itself: leave it as found.
-///
-/// # Safety
-///
-/// Called by the CPU-hotplug core on the CPU going down.
-unsafe extern "C" fn cpu_offline(_cpu_id: u32) -> i32 {
-    if let Ok(efer) = cpu::rdmsr_safe(msr::EFER) {
-        cpu::wrmsr(MSR_VM_HSAVE_PA, 0);
-        cpu::wrmsr(msr::EFER, efer & !EFER_SVME);
+    /// Leaves this CPU as found.
+    fn offline(_cpu_id: u32) {
+        svm::disable_on_this_cpu();
     }
-    0
-}
 
-/// Reboot notifier: switch SVM off everywhere so that whatever runs next
-/// (firmware, a kexec'd kernel) finds the CPUs as they were before rkvm.
-///
-/// # Safety
-///
-/// Called by the reboot notifier chain in process context.
-unsafe extern "C" fn on_reboot() {
-    cpu::on_each_cpu(&|| {
-        // SAFETY: the callback only touches this CPU's EFER and HSAVE MSR.
-        unsafe { cpu_offline(0) };
-    });
+    /// Switches SVM off everywhere so that whatever runs next (firmware, a
+    /// kexec'd kernel) finds the CPUs as they were before rkvm.
+    fn reboot() {
+        cpu::on_each_cpu(&svm::disable_on_this_cpu);
+    }
 }

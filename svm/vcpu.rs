@@ -3,7 +3,7 @@
 //! An SVM vCPU: its VMCB, the world switch around VMRUN, and the decoding
 //! of #VMEXIT into the vendor-neutral [`Exit`].
 
-use super::{nr_asids, percpu, Features};
+use super::{with_percpu, Features, PerCpu};
 use crate::{
     addr::Gpa,
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
@@ -90,15 +90,14 @@ impl SvmVcpu {
 
     /// Gives this vCPU an ASID valid on `cpu`, flushing as the APM requires
     /// when an ASID is (re)used.
-    fn assign_asid(&mut self, cpu: usize) -> Result {
-        let pc = percpu(cpu).ok_or(EIO)?;
+    fn assign_asid(&mut self, cpu: usize, pc: &PerCpu, nr_asids: u32) {
         let gen = pc.asid_gen.load(Ordering::Relaxed);
         if self.last_cpu == Some(cpu) && self.asid_gen == gen {
-            return Ok(());
+            return;
         }
         let mut asid = pc.next_asid.load(Ordering::Relaxed);
         let mut gen = gen;
-        if asid >= nr_asids() {
+        if asid >= nr_asids {
             // Out of ASIDs on this CPU: start a new generation and flush all.
             gen += 1;
             pc.asid_gen.store(gen, Ordering::Relaxed);
@@ -112,7 +111,6 @@ impl SvmVcpu {
         self.vmcb.control.asid = asid;
         self.last_cpu = Some(cpu);
         self.asid_gen = gen;
-        Ok(())
     }
 
     fn next_rip(&self) -> Option<u64> {
@@ -286,10 +284,12 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn prepare(&mut self, s: &VcpuState, e: &Entry) -> Result {
-        let pc = percpu(e.cpu).ok_or(EIO)?;
-        self.host_vmcb = pc.host_vmcb.phys();
-        self.host_tsc_aux = pc.tsc_aux.load(Ordering::Relaxed);
-        self.assign_asid(e.cpu)?;
+        with_percpu(e.cpu, |pc, f| {
+            self.host_vmcb = pc.host_vmcb.phys();
+            self.host_tsc_aux = pc.tsc_aux.load(Ordering::Relaxed);
+            self.assign_asid(e.cpu, pc, f.nr_asids);
+        })
+        .ok_or(EIO)?;
         let flush = self.flush_type();
         let c = &mut self.vmcb.control;
         if e.flush {

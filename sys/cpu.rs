@@ -82,11 +82,15 @@ extern "C" {
     fn rkvm_xgetbv0() -> u64;
 }
 
-/// Writes an MSR on this CPU. Only for MSRs rkvm knows exist (EFER,
-/// VM_HSAVE_PA): a #GP here would be a bug, and the kernel reports it.
-pub(crate) fn wrmsr(msr: u32, val: u64) {
-    // SAFETY: the callers write architectural MSRs that exist on every CPU
-    // with the feature they checked; the write has no memory-safety effect.
+/// Writes an MSR on this CPU (for the purpose-specific wrappers in `sys/`:
+/// SVM's enable, `TSC_AUX`).
+///
+/// # Safety
+///
+/// The MSR must exist on this CPU and the value must be valid for it, and
+/// the write must not change state the kernel relies on.
+pub(super) unsafe fn wrmsr(msr: u32, val: u64) {
+    // SAFETY: the caller's obligations.
     unsafe { rkvm_wrmsr(msr, val) };
 }
 
@@ -212,7 +216,7 @@ pub(crate) fn write_tsc_aux(v: u64, _irq: &NoIrq<'_>) {
     // holds a 32-bit value (callers pass one); writing it affects only
     // RDTSCP/RDPID results, which the host reads with interrupts on, after
     // the caller has put its value back.
-    unsafe { rkvm_wrmsr(crate::msr::TSC_AUX, v & 0xffff_ffff) };
+    unsafe { wrmsr(crate::msr::TSC_AUX, v & 0xffff_ffff) };
 }
 
 /// The host's MAXPHYADDR: CPUID 0x8000_0008 EAX[7:0] (the raw value, as

@@ -12,6 +12,7 @@ pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod hotplug;
 pub(crate) mod mem;
+pub(crate) mod published;
 pub(crate) mod srcu;
 pub(crate) mod svm;
 pub(crate) mod uaccess;

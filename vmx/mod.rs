@@ -14,10 +14,14 @@ use crate::{
     backend::{Backend, MmuShape},
     decode,
     mmu::Format,
-    sys::{cpu, mem::Pages},
+    sys::{
+        cpu,
+        mem::Pages,
+        published::{Owner, Published},
+    },
     vmcs::{msr, CapMsrs, Config, Missing},
 };
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 
 /// CPUID 1 ECX: VMX supported.
@@ -117,23 +121,23 @@ fn read_caps() -> Result<CapMsrs> {
 }
 
 /// What the module owns while VT-x is its backend: the configuration and
-/// one VMXON region per possible CPU.
+/// one VMXON region per possible CPU, published for vCPUs.
 pub(crate) struct VmxHost {
-    _config: KBox<Config>,
-    _vmxon: KVec<Pages>,
+    _shared: Owner<Shared>,
 }
 
-static CONFIG: AtomicPtr<Config> = AtomicPtr::new(core::ptr::null_mut());
-static VMXON: AtomicPtr<Pages> = AtomicPtr::new(core::ptr::null_mut());
-static VMXON_LEN: AtomicUsize = AtomicUsize::new(0);
+/// What vCPUs read while the module is loaded.
+struct Shared {
+    config: Config,
+    vmxon: KVec<Pages>,
+}
+
+static SHARED: Published<Shared> = Published::new();
 
 impl VmxHost {
     /// Computes the configuration and allocates the VMXON regions.
     pub(crate) fn new() -> Result<Self> {
-        let mut config = KBox::new(
-            Config::compute(&read_caps()?).map_err(|_| ENODEV)?,
-            GFP_KERNEL,
-        )?;
+        let config = Config::compute(&read_caps()?).map_err(|_| ENODEV)?;
         let n = cpu::nr_cpu_ids();
         let mut vmxon = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
@@ -149,20 +153,8 @@ impl VmxHost {
             config.entry,
             config.vpid
         );
-        VMXON_LEN.store(n, Ordering::Release);
-        VMXON.store(vmxon.as_mut_ptr(), Ordering::Release);
-        CONFIG.store(&mut *config, Ordering::Release);
-        Ok(Self {
-            _config: config,
-            _vmxon: vmxon,
-        })
-    }
-}
-
-impl Drop for VmxHost {
-    fn drop(&mut self) {
-        CONFIG.store(core::ptr::null_mut(), Ordering::Release);
-        VMXON.store(core::ptr::null_mut(), Ordering::Release);
+        let shared = SHARED.publish(KBox::new(Shared { config, vmxon }, GFP_KERNEL)?)?;
+        Ok(Self { _shared: shared })
     }
 }
 
@@ -175,21 +167,13 @@ pub(crate) fn revision_page(revision: u32) -> Result<Pages> {
 }
 
 /// The configuration computed at load.
-pub(crate) fn config() -> Option<&'static Config> {
-    let p = CONFIG.load(Ordering::Acquire);
-    // SAFETY: set by `VmxHost::new` to a box the live host owns; the host
-    // outlives every vCPU (each VM pins the module).
-    (!p.is_null()).then(|| unsafe { &*p })
+pub(crate) fn config() -> Option<Config> {
+    SHARED.read(|s| s.config)
 }
 
 /// The physical address of `cpu`'s VMXON region.
 pub(crate) fn vmxon_pa(cpu: usize) -> Option<u64> {
-    let p = VMXON.load(Ordering::Acquire);
-    if p.is_null() || cpu >= VMXON_LEN.load(Ordering::Acquire) {
-        return None;
-    }
-    // SAFETY: `p` points at `VMXON_LEN` pages owned by the live host.
-    Some(unsafe { &*p.add(cpu) }.phys())
+    SHARED.read(|s| s.vmxon.get(cpu).map(Pages::phys))?
 }
 
 /// VPIDs in use (bit set); VPID 0 is the host's and never handed out.

@@ -575,7 +575,7 @@ impl VmxVcpu {
 
 impl ArchVcpu for VmxVcpu {
     fn new() -> Result<Self> {
-        let cfg = *config().ok_or(ENODEV)?;
+        let cfg = config().ok_or(ENODEV)?;
         let mut msr_bitmap = Pages::new(0)?;
         msr_bitmap.as_bytes_mut().fill(0xff);
         for m in PASSTHROUGH_MSRS {

@@ -18,7 +18,7 @@ use crate::{
     sys::cpu::{self, NoIrq, NoPreempt},
     uapi::{exit, internal},
     vm::Vm,
-    x86::{self, CR0_PE, CR4_DE},
+    x86::{self, CR0_PE, CR4_DE, CR4_OSXSAVE},
 };
 use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::prelude::*;
@@ -108,6 +108,8 @@ impl<B: Backend> Vcpu<B> {
         inner.arch.prepare(&inner.state, &entry)?;
         // The backend holds on to the flush until the guest runs.
         inner.tlb_gen = gen;
+        // As KVM, the guest's XCR0 is loaded only while it can use it.
+        let xcr0 = (inner.arch.cr4() & CR4_OSXSAVE != 0).then_some(inner.state.xcr0);
         let (arch, state) = (&mut inner.arch, &mut inner.state);
         let entered = inner.fpu.with_loaded(|xcr| -> Result<bool> {
             let irq = NoIrq::new(&np);
@@ -116,7 +118,7 @@ impl<B: Backend> Vcpu<B> {
             if cpu::exit_requested(&irq) {
                 return Ok(false);
             }
-            let _guest_xcr0 = xcr.load(&irq, state.xcr0);
+            let _guest_xcr0 = xcr0.and_then(|x| xcr.load(&irq, x));
             arch.switch(state, &irq)?;
             Ok(true)
         })?;
