@@ -26,7 +26,6 @@ mod vmx;
 /// runs on the host), compiled into the module as it is.
 #[path = "../core/src"]
 #[allow(unreachable_pub, reason = "public for the host crate and its tests")]
-#[allow(dead_code, reason = "shared with the host crate")]
 mod logic {
     pub(crate) mod addr;
     pub(crate) mod cpuid;

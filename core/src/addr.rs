@@ -20,7 +20,14 @@ macro_rules! address {
             pub const fn add(self, n: u64) -> Self {
                 Self(self.0.wrapping_add(n))
             }
+        }
+    };
+}
 
+/// Page arithmetic on guest addresses.
+macro_rules! page_methods {
+    ($($name:ident),*) => {$(
+        impl $name {
             /// The offset within its 4 KiB page.
             pub const fn page_offset(self) -> u64 {
                 self.0 & (PAGE_SIZE - 1)
@@ -31,7 +38,7 @@ macro_rules! address {
                 PAGE_SIZE - self.page_offset()
             }
         }
-    };
+    )*};
 }
 
 address!(
@@ -46,6 +53,8 @@ address!(
     /// An address in the VMM's (host user) address space.
     Hva
 );
+
+page_methods!(Gpa, Gva);
 
 /// A guest frame number: a guest-physical address divided by the page size.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -87,5 +96,6 @@ mod tests {
         assert_eq!(Gva(0x1fff).to_page_end(), 1);
         assert_eq!(Gva(0x2000).to_page_end(), 4096);
         assert_eq!(Hva(u64::MAX).add(1), Hva(0));
+        assert_eq!(Gpa(0x1234).page_offset(), 0x234);
     }
 }

@@ -24,8 +24,10 @@
 /// `KVM_CPUID_FLAG_SIGNIFCANT_INDEX` (sic): the entry matches only its own
 /// `index`.
 pub const KVM_CPUID_FLAG_SIGNIFCANT_INDEX: u32 = 1 << 0;
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "KVM UAPI constant"))]
 /// `KVM_CPUID_FLAG_STATEFUL_FUNC` (obsolete; never set by KVM).
 pub const KVM_CPUID_FLAG_STATEFUL_FUNC: u32 = 1 << 1;
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "KVM UAPI constant"))]
 /// `KVM_CPUID_FLAG_STATE_READ_NEXT` (obsolete; never set by KVM).
 pub const KVM_CPUID_FLAG_STATE_READ_NEXT: u32 = 1 << 2;
 /// `KVM_MAX_CPUID_ENTRIES`: the largest table `KVM_SET_CPUID2` accepts and
@@ -127,6 +129,7 @@ pub fn find_any(entries: &[Entry], function: u32) -> Option<&Entry> {
     entries.iter().find(|e| e.function == function)
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
 /// The registers of the entry for `function`/`index`, if there is one
 /// (an exact match as [`find`] defines it; no out-of-range fallback).
 pub fn lookup(entries: &[Entry], function: u32, index: u32) -> Option<[u32; 4]> {
@@ -199,6 +202,7 @@ pub mod feature {
         }
     }
 
+    #[cfg_attr(rkvm_module, expect(dead_code, reason = "named for the host tests"))]
     /// 1.EDX.FPU.
     pub const FPU: Flag = f(1, 0, 3, 0);
     /// 1.EDX.DE: debugging extensions (CR4.DE).

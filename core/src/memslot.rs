@@ -227,6 +227,7 @@ pub fn position(slots: &[Slot], gfn: Gfn) -> Option<usize> {
     slots.get(i).filter(|s| s.contains(gfn)).map(|_| i)
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
 /// The slot holding `gfn` in `slots` (sorted, see [`position`]).
 pub fn find(slots: &[Slot], gfn: Gfn) -> Option<&Slot> {
     position(slots, gfn).map(|i| &slots[i])

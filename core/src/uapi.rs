@@ -241,6 +241,7 @@ impl Default for SyncRegsArea {
     }
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the KVM ABI's whole list"))]
 /// Exit reasons (`KVM_EXIT_*`) rkvm reports.
 pub mod exit {
     pub const UNKNOWN: u32 = 0;
@@ -256,6 +257,7 @@ pub mod exit {
     pub const INTERNAL_ERROR: u32 = 17;
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the KVM ABI's whole list"))]
 /// `KVM_INTERNAL_ERROR_*` suberrors.
 pub mod internal {
     pub const EMULATION: u32 = 1;
@@ -290,13 +292,6 @@ impl KvmRun {
         e[20] = u8::from(is_write);
     }
 
-    /// The data of a completed MMIO read, as userspace left it.
-    pub fn mmio_data(&self) -> [u8; 8] {
-        let mut d = [0; 8];
-        d.copy_from_slice(&self.exit.0[8..16]);
-        d
-    }
-
     /// Fills in a `KVM_EXIT_FAIL_ENTRY`.
     pub fn set_fail_entry(&mut self, reason: u64, cpu: u32) {
         self.exit_reason = exit::FAIL_ENTRY;
@@ -315,12 +310,6 @@ impl KvmRun {
         for (i, d) in data[..n].iter().enumerate() {
             e[8 + i * 8..16 + i * 8].copy_from_slice(&d.to_ne_bytes());
         }
-    }
-
-    /// Fills in a `KVM_EXIT_UNKNOWN` with the hardware exit code.
-    pub fn set_unknown(&mut self, hardware_exit_reason: u64) {
-        self.exit_reason = exit::UNKNOWN;
-        self.exit.0[0..8].copy_from_slice(&hardware_exit_reason.to_ne_bytes());
     }
 }
 
@@ -369,7 +358,7 @@ mod tests {
     fn mmio_exit_round_trips_data() {
         let mut run = KvmRun::default();
         run.set_mmio(0xfee0_0000, [1, 2, 3, 4, 5, 6, 7, 8], 4, true);
-        assert_eq!(run.mmio_data(), [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(run.exit.0[8..16], [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(run.exit.0[20], 1);
         assert_eq!(
             u32::from_ne_bytes(run.exit.0[16..20].try_into().unwrap()),

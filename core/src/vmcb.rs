@@ -157,6 +157,7 @@ const _: () = {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Intercept(pub u8, pub u8);
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the APM's whole list"))]
 /// Word 3 and 4 intercepts (APM table B-1).
 pub mod intercept {
     use super::Intercept;
@@ -202,6 +203,7 @@ pub mod intercept {
     pub const TLBSYNC: Intercept = Intercept(5, 4);
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the APM's whole list"))]
 /// `#VMEXIT` codes (APM appendix C).
 pub mod exit {
     pub const READ_CR0: u64 = 0x000;
@@ -267,6 +269,7 @@ impl VmcbControl {
         self.intercepts = words;
     }
 
+    #[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
     /// Whether an intercept bit is set.
     pub fn has_intercept(&self, i: Intercept) -> bool {
         let words = self.intercepts;

@@ -115,6 +115,7 @@ impl<W: Width> Field<W> {
 
     /// The field's type: 0 control, 1 VM-exit information, 2 guest state,
     /// 3 host state (encoding bits 11:10).
+    #[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
     pub const fn kind(self) -> u32 {
         (self.enc >> 10) & 3
     }
@@ -122,6 +123,10 @@ impl<W: Width> Field<W> {
 
 /// Every VMCS field rkvm uses.
 #[allow(missing_docs, reason = "the names are the SDM's")]
+#[cfg_attr(
+    rkvm_module,
+    expect(dead_code, reason = "the SDM's fields, beyond what rkvm writes")
+)]
 pub mod field {
     use super::{Field, WNat, W16, W32, W64};
 
@@ -298,6 +303,7 @@ pub mod pin {
     pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the SDM's whole list"))]
 /// Primary processor-based VM-execution controls.
 pub mod proc {
     /// HLT exits.
@@ -332,6 +338,7 @@ pub mod proc {
     pub const SECONDARY_CONTROLS: u32 = 1 << 31;
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the SDM's whole list"))]
 /// Secondary processor-based VM-execution controls.
 pub mod proc2 {
     /// Extended page tables.
@@ -413,6 +420,7 @@ impl Basic {
     }
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the SDM's whole list"))]
 /// IA32_VMX_EPT_VPID_CAP bits rkvm looks at.
 pub mod ept_cap {
     /// Execute-only translations.
@@ -750,6 +758,7 @@ pub mod ept {
 
 /// Basic exit reasons (bits 15:0 of the exit reason).
 #[allow(missing_docs, reason = "the names are the SDM's")]
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the SDM's whole list"))]
 pub mod reason {
     pub const EXCEPTION_NMI: u16 = 0;
     pub const EXTERNAL_INTERRUPT: u16 = 1;
@@ -798,6 +807,7 @@ pub mod reason {
     pub const FAILED_ENTRY: u32 = 1 << 31;
 }
 
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "the SDM's whole list"))]
 /// Interruption-information fields (VM-entry injection, exit, IDT
 /// vectoring): vector, type, error-code-valid, valid.
 pub mod intr {

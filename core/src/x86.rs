@@ -66,6 +66,10 @@ pub const CR4_UMIP: u64 = 1 << 11;
 pub const CR4_LA57: u64 = 1 << 12;
 /// CR4.VMXE.
 pub const CR4_VMXE: u64 = 1 << 13;
+#[cfg_attr(
+    rkvm_module,
+    expect(dead_code, reason = "architectural bit, reserved for guests")
+)]
 /// CR4.SMXE (always reserved for KVM guests).
 pub const CR4_SMXE: u64 = 1 << 14;
 /// CR4.FSGSBASE.
@@ -82,10 +86,18 @@ pub const CR4_SMAP: u64 = 1 << 21;
 pub const CR4_PKE: u64 = 1 << 22;
 /// CR4.CET.
 pub const CR4_CET: u64 = 1 << 23;
+#[cfg_attr(
+    rkvm_module,
+    expect(dead_code, reason = "architectural bit, reserved for guests")
+)]
 /// CR4.LASS (always reserved for KVM guests in this kernel).
 pub const CR4_LASS: u64 = 1 << 27;
 /// CR4.LAM_SUP.
 pub const CR4_LAM_SUP: u64 = 1 << 28;
+#[cfg_attr(
+    rkvm_module,
+    expect(dead_code, reason = "architectural bit, reserved for guests")
+)]
 /// CR4.FRED (bit 32; KVM 7.3 keeps it reserved even with guest FRED).
 pub const CR4_FRED: u64 = 1 << 32;
 
@@ -437,6 +449,7 @@ pub mod reset {
     pub const XCR0: u64 = 0x1;
     /// `IA32_MISC_ENABLE`: PEBS and BTS unavailable.
     pub const MISC_ENABLE: u64 = (1 << 12) | (1 << 11);
+    #[cfg_attr(rkvm_module, expect(dead_code, reason = "rkvm has no SMM"))]
     /// SMBASE.
     pub const SMBASE: u64 = 0x3_0000;
 
