@@ -48,8 +48,6 @@ pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
 /// vCPU, as x86 KVM allows for APIC-id gaps).
 pub(crate) const MAX_VCPUS: u32 = 1024;
 pub(crate) const MAX_VCPU_IDS: u32 = MAX_VCPUS * 4;
-/// `KVM_MAX_CPUID_ENTRIES`.
-pub(crate) const MAX_CPUID_ENTRIES: u32 = 256;
 
 // Capabilities (`KVM_CAP_*`) rkvm implements; every other number answers 0.
 const KVM_CAP_USER_MEMORY: usize = 3;

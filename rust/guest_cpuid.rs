@@ -7,37 +7,10 @@
 use crate::{
     cpuid::{self, Entry, GuestCaps},
     sys::{cpu, uaccess},
-    uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmSregs},
+    uapi::{KvmCpuid2Header, KvmSregs},
     x86,
 };
 use kernel::prelude::*;
-
-/// KVM's struct to the core's.
-pub(crate) fn from_kvm(e: &KvmCpuidEntry2) -> Entry {
-    Entry {
-        function: e.function,
-        index: e.index,
-        flags: e.flags,
-        eax: e.eax,
-        ebx: e.ebx,
-        ecx: e.ecx,
-        edx: e.edx,
-    }
-}
-
-/// The core's struct to KVM's.
-pub(crate) fn to_kvm(e: &Entry) -> KvmCpuidEntry2 {
-    KvmCpuidEntry2 {
-        function: e.function,
-        index: e.index,
-        flags: e.flags,
-        eax: e.eax,
-        ebx: e.ebx,
-        ecx: e.ecx,
-        edx: e.edx,
-        padding: [0; 3],
-    }
-}
 
 /// What rkvm can give a guest on this host.
 pub(crate) fn supported() -> Result<KVec<Entry>> {
@@ -68,7 +41,7 @@ pub(crate) fn get_supported_cpuid(arg: usize) -> Result<isize> {
     }
     let mut out = KVec::with_capacity(list.len(), GFP_KERNEL_ACCOUNT)?;
     for e in list.iter() {
-        out.push(to_kvm(e), GFP_KERNEL_ACCOUNT)?;
+        out.push(*e, GFP_KERNEL_ACCOUNT)?;
     }
     uaccess::write(
         arg,

@@ -18,22 +18,15 @@
 
 use crate::{
     addr::Gfn,
+    paging::{PTE_ADDR, PTE_P, PTE_PS, PTE_RW, PTE_US},
     sys::mem::{Pages, PinnedPage},
     vmcs::ept,
 };
 use kernel::prelude::*;
 
-/// Present.
-const PTE_P: u64 = 1 << 0;
-/// Writable.
-const PTE_RW: u64 = 1 << 1;
-/// User: nested-paging accesses count as user accesses, so every level
-/// needs it.
-const PTE_US: u64 = 1 << 2;
-/// Page size: a 2 MiB leaf at level 1 (the same bit in both formats).
-const PTE_PS: u64 = 1 << 7;
-/// The physical-address bits of an entry.
-const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
+// Nested paging uses the long-mode entry format. Every level needs US:
+// nested-paging accesses count as user accesses. PS (a 2 MiB leaf at level
+// 1) is the same bit in EPT.
 
 /// The entry format of the second-level table: AMD nested paging uses the
 /// ordinary long-mode format, Intel EPT its own (R/W/X and a memory type).
@@ -116,7 +109,7 @@ impl Table {
         }
         Ok(Self {
             fmt,
-            page: Pages::new(0)?,
+            page: Pages::new_page_table()?,
             children,
             pins,
         })

@@ -18,7 +18,7 @@ use crate::{
     sys::{cpu, file::AnonFile, fpu::GuestFpu, mem::Pages, uaccess},
     uapi::{KvmDtable, KvmRegs, KvmRun, KvmSegment, KvmSregs},
     vm::Vm,
-    x86::{self, reset, CR0_PE, EFER_LMA},
+    x86::{self, reset, CR0_PE, EFER_LMA, RFLAGS_IF, RFLAGS_VM},
 };
 use core::sync::atomic::AtomicI32;
 use kernel::{
@@ -47,10 +47,6 @@ const RUN_MMIO_DATA: usize = 40;
 const UD_VECTOR: u8 = 6;
 const GP_VECTOR: u8 = 13;
 const PF_VECTOR: u8 = 14;
-
-/// RFLAGS.IF and RFLAGS.VM.
-const RFLAGS_IF: u64 = 1 << 9;
-const RFLAGS_VM: u64 = 1 << 17;
 
 /// What the next `KVM_RUN` must finish before entering the guest.
 enum Pending {

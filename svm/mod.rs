@@ -7,6 +7,7 @@ pub(crate) mod vcpu;
 
 use crate::{
     backend::{Backend, MmuShape},
+    cpuid::feature,
     decode,
     mmu::Format,
     msr,
@@ -22,10 +23,6 @@ use crate::{
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::prelude::*;
 
-/// CPUID 0x8000_0001 ECX: SVM supported.
-const CPUID_SVM: u32 = 1 << 2;
-/// CPUID 0x8000_0001 EDX: RDTSCP (and `TSC_AUX`).
-const CPUID_RDTSCP: u32 = 1 << 27;
 /// `MSR_VM_CR`: firmware's SVM lock and disable bits.
 const MSR_VM_CR: u32 = 0xc001_0114;
 /// `VM_CR.SVMDIS`: SVM disabled (by firmware, when `VM_CR.LOCK` is set).
@@ -48,7 +45,7 @@ impl Backend for Svm {
 
     fn probe() -> Result {
         if cpu::cpuid(0x8000_0000, 0).eax < 0x8000_000a
-            || cpu::cpuid(0x8000_0001, 0).ecx & CPUID_SVM == 0
+            || cpu::cpuid(0x8000_0001, 0).ecx & feature::SVM.mask == 0
         {
             return Err(ENODEV);
         }
@@ -106,7 +103,7 @@ impl Features {
             nr_asids: c.ebx.max(2),
             nrips: c.edx & SVM_FEATURE_NRIPS != 0,
             flush_by_asid: c.edx & SVM_FEATURE_FLUSHBYASID != 0,
-            rdtscp: cpu::cpuid(0x8000_0001, 0).edx & CPUID_RDTSCP != 0,
+            rdtscp: cpu::cpuid(0x8000_0001, 0).edx & feature::RDTSCP.mask != 0,
         }
     }
 }

@@ -324,7 +324,7 @@ impl ArchVcpu for SvmVcpu {
         if aux {
             cpu::write_tsc_aux(self.host_tsc_aux, irq);
         }
-        if dr7 != 0x400 {
+        if dr7 != x86::reset::DR7 as usize {
             cpu::write_dr7(dr7);
         }
         s.gprs[0] = self.vmcb.save.rax;

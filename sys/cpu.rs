@@ -102,7 +102,9 @@ pub(crate) fn nr_cpu_ids() -> usize {
 
 /// Gives the scheduler a chance to run something else (may sleep).
 pub(crate) fn cond_resched() {
-    // SAFETY: called from process context without locks held (callers).
+    // SAFETY: `cond_resched` has no preconditions beyond a context that may
+    // sleep, which its own `might_sleep` check reports if violated (rkvm
+    // calls it from the vCPU ioctl, holding only that vCPU's mutex).
     unsafe { rkvm_cond_resched() };
 }
 

@@ -17,6 +17,7 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
+#include <linux/vmstat.h>
 #include <asm/debugreg.h>
 #include <asm/fpu/api.h>
 #include <asm/msr.h>
@@ -96,6 +97,15 @@ void rkvm_wrmsr(u32 msr, u64 val)
 struct page *rkvm_alloc_pages(unsigned int order)
 {
 	return alloc_pages(GFP_KERNEL_ACCOUNT | __GFP_ZERO, order);
+}
+
+/*
+ * Counts @page as (@nr = 1) or no longer as (-1) a secondary page table, as
+ * KVM counts its nested page tables (memory.stat sec_pagetables).
+ */
+void rkvm_account_pgtable(struct page *page, int nr)
+{
+	mod_lruvec_page_state(page, NR_SECONDARY_PAGETABLE, nr);
 }
 
 void rkvm_free_pages(struct page *page, unsigned int order)

@@ -24,6 +24,7 @@ void rkvm_cond_resched(void);
 bool rkvm_exit_requested(void);
 void rkvm_wrmsr(u32 msr, u64 val);
 struct page *rkvm_alloc_pages(unsigned int order);
+void rkvm_account_pgtable(struct page *page, int nr);
 void rkvm_free_pages(struct page *page, unsigned int order);
 u64 rkvm_page_to_phys(struct page *page);
 void *rkvm_page_address(struct page *page);

@@ -13,6 +13,7 @@ extern "C" {
     // are not FFI-safe.
     fn rkvm_alloc_pages(order: u32) -> *mut c_void;
     fn rkvm_free_pages(page: *mut c_void, order: u32);
+    fn rkvm_account_pgtable(page: *mut c_void, nr: i32);
     fn rkvm_page_to_phys(page: *mut c_void) -> u64;
     fn rkvm_page_address(page: *mut c_void) -> *mut c_void;
     fn rkvm_charge_pinned(mm: *mut c_void, n: usize) -> i32;
@@ -37,6 +38,8 @@ pub(crate) struct Pages {
     page: NonNull<bindings::page>,
     virt: NonNull<u8>,
     order: u32,
+    /// Counted as a secondary page table (an order-0 page).
+    pgtable: bool,
 }
 
 // SAFETY: the pages are owned memory; access goes through `&self`/`&mut self`.
@@ -58,7 +61,19 @@ impl Pages {
             page,
             virt: NonNull::new(virt).ok_or(ENOMEM)?,
             order,
+            pgtable: false,
         })
+    }
+
+    /// A zeroed page for a second-level page table, counted as a secondary
+    /// page table of the allocating task's memory cgroup, as KVM counts its
+    /// own (`memory.stat` `sec_pagetables`).
+    pub(crate) fn new_page_table() -> Result<Self> {
+        let mut p = Self::new(0)?;
+        // SAFETY: `page` is a live allocated page (type invariant).
+        unsafe { rkvm_account_pgtable(p.page.as_ptr().cast(), 1) };
+        p.pgtable = true;
+        Ok(p)
     }
 
     /// The physical address of the first page.
@@ -107,6 +122,10 @@ impl Pages {
 
 impl Drop for Pages {
     fn drop(&mut self) {
+        if self.pgtable {
+            // SAFETY: counted in `new_page_table`; the page is still live.
+            unsafe { rkvm_account_pgtable(self.page.as_ptr().cast(), -1) };
+        }
         // SAFETY: by the type invariant, allocated with this order.
         unsafe { rkvm_free_pages(self.page.as_ptr().cast(), self.order) };
     }

@@ -4,8 +4,13 @@
 //! `extern "C"` and the C and assembly helpers in `sys/`.
 //!
 //! Everything here offers a safe interface; every `unsafe` block says why it
-//! is sound. The rest of the module never writes `unsafe`, apart from the
-//! marker-trait impls that vouch for a type's layout.
+//! is sound. Outside `sys/`, `unsafe` appears in exactly one kind of place:
+//! the world switch, whose soundness depends on the VMCB or VMCS contents
+//! the backend itself builds — `svm/vcpu.rs` calls [`svm::vmrun`], and
+//! `vmx/vcpu.rs` calls [`vmx::Root::enter`] and [`vmx::Root::launch`]; each
+//! call says which of those contents it relies on. Module-wide state that
+//! callbacks read is published through [`published::Published`], not raw
+//! pointers, and no safe function writes an arbitrary MSR.
 
 pub(crate) mod cpu;
 pub(crate) mod file;

@@ -55,9 +55,9 @@ pub(crate) fn write<T: AsBytes>(arg: usize, val: &T) -> Result {
 pub(crate) fn read_array<T: FromBytes + Clone>(arg: usize, n: usize) -> Result<KVec<T>> {
     let size = n.checked_mul(core::mem::size_of::<T>()).ok_or(E2BIG)?;
     let mut r = UserSlice::new(UserPtr::from_addr(arg), size).reader();
-    let mut v = KVec::with_capacity(n, GFP_KERNEL)?;
+    let mut v = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
     for _ in 0..n {
-        v.push(r.read::<T>()?, GFP_KERNEL)?;
+        v.push(r.read::<T>()?, GFP_KERNEL_ACCOUNT)?;
     }
     Ok(v)
 }

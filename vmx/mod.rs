@@ -12,6 +12,7 @@ pub(crate) mod vcpu;
 
 use crate::{
     backend::{Backend, MmuShape},
+    cpuid::feature,
     decode,
     mmu::Format,
     sys::{
@@ -20,14 +21,10 @@ use crate::{
         published::{Owner, Published},
     },
     vmcs::{msr, CapMsrs, Config, Missing},
+    x86::CR4_VMXE,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
-
-/// CPUID 1 ECX: VMX supported.
-const CPUID_VMX: u32 = 1 << 5;
-/// `CR4.VMXE`: VMX enabled on this CPU.
-const CR4_VMXE: usize = 1 << 13;
 
 /// The Intel VT-x backend.
 pub(crate) struct Vmx;
@@ -39,7 +36,7 @@ impl Backend for Vmx {
     type Host = VmxHost;
 
     fn probe() -> Result {
-        if cpu::cpuid(1, 0).ecx & CPUID_VMX == 0 {
+        if cpu::cpuid(1, 0).ecx & feature::VMX.mask == 0 {
             return Err(ENODEV);
         }
         let fc = cpu::rdmsr_safe(msr::FEATURE_CONTROL)?;
@@ -67,7 +64,7 @@ impl Backend for Vmx {
     }
 
     fn enabled_on_this_cpu() -> bool {
-        cpu::read_cr4() & CR4_VMXE != 0
+        cpu::read_cr4() as u64 & CR4_VMXE != 0
     }
 
     fn init() -> Result<VmxHost> {

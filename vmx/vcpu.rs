@@ -15,7 +15,7 @@ use super::{config, vmxon_pa, Vpid};
 use crate::{
     addr::Gpa,
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
-    cpuid::GuestCaps,
+    cpuid::{feature, GuestCaps},
     decode::{Mode, Segment},
     msr,
     sys::{
@@ -28,7 +28,7 @@ use crate::{
         ept, field as f, ins_outs_info, intr, msr_bitmap_bits, proc2, reason, AccessRights, Config,
         CrAccess, Field, IoQual, WNat, W16, W32,
     },
-    x86::{self, CR0_PE, CR0_PG, EFER_LMA, EFER_LME},
+    x86::{self, CR0_PE, CR0_PG, CR0_TS, EFER_LMA, EFER_LME, RFLAGS_IF},
 };
 use kernel::prelude::*;
 
@@ -72,11 +72,6 @@ const NMI_VECTOR: u32 = 2;
 /// too. #AC is intercepted so that a guest whose #AC delivery itself raises #AC
 /// (CVE-2015-5307) exits instead of hanging the CPU in microcode.
 const AC_VECTOR: u8 = 17;
-
-/// RFLAGS.IF.
-const RFLAGS_IF: u64 = 1 << 9;
-/// CPUID 0x8000_0001 EDX: RDTSCP (and `TSC_AUX`).
-const CPUID_RDTSCP: u32 = 1 << 27;
 
 /// The hardware never exits with this: VMLAUNCH failed.
 const NOT_RUN: u32 = 0xffff;
@@ -339,7 +334,7 @@ impl VmxVcpu {
         r.write(f::GUEST_CR0, c.guest_cr0(g.cr0));
         r.write(f::GUEST_CR3, g.cr3);
         r.write(f::GUEST_CR4, c.guest_cr4(g.cr4));
-        r.write(f::GUEST_DR7, 0x400);
+        r.write(f::GUEST_DR7, x86::reset::DR7);
         r.write(f::GUEST_DEBUGCTL, 0);
         r.write(f::GUEST_RSP, g.rsp);
         r.write(f::GUEST_RIP, g.rip);
@@ -493,7 +488,7 @@ impl VmxVcpu {
                     CrAccess::Read { cr, gpr } => Exit::CrRead { cr, gpr, next_rip },
                     CrAccess::Clts => Exit::CrWrite {
                         cr: 0,
-                        value: self.g.cr0 & !(1 << 3),
+                        value: self.g.cr0 & !CR0_TS,
                         next_rip,
                     },
                     // LMSW loads CR0 bits 3:0 but cannot clear PE.
@@ -585,7 +580,7 @@ impl ArchVcpu for VmxVcpu {
                 b[w / 8] &= !(1 << (w % 8));
             }
         }
-        let rdtscp = cpu::cpuid(0x8000_0001, 0).edx & CPUID_RDTSCP != 0;
+        let rdtscp = cpu::cpuid(0x8000_0001, 0).edx & feature::RDTSCP.mask != 0;
         let nswitched = if rdtscp {
             SWITCHED_MSRS.len()
         } else {

@@ -43,7 +43,10 @@ pub const MAX_BASIC_LEAF: u32 = 0xd;
 /// Largest extended leaf rkvm reports.
 pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
 
-/// One CPUID entry, the fields of `struct kvm_cpuid_entry2` without padding.
+/// One CPUID entry: `struct kvm_cpuid_entry2` (the UAPI type; its layout
+/// is asserted in `uapi.rs`). Equality ignores nothing: tables from
+/// userspace get their padding cleared ([`Entry::sanitized`]).
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
     /// EAX input (leaf).
@@ -60,9 +63,20 @@ pub struct Entry {
     pub ecx: u32,
     /// EDX output.
     pub edx: u32,
+    /// Reserved (zero).
+    pub padding: [u32; 3],
 }
 
 impl Entry {
+    /// The entry with its padding cleared, as rkvm keeps a table userspace
+    /// set (KVM compares only the fields).
+    pub const fn sanitized(self) -> Self {
+        Entry {
+            padding: [0; 3],
+            ..self
+        }
+    }
+
     /// The outputs as `[eax, ebx, ecx, edx]`.
     pub const fn regs(&self) -> [u32; 4] {
         [self.eax, self.ebx, self.ecx, self.edx]
@@ -84,6 +98,7 @@ impl Entry {
             ebx: regs[1],
             ecx: regs[2],
             edx: regs[3],
+            padding: [0; 3],
         }
     }
 
@@ -854,6 +869,7 @@ mod tests {
             ebx: regs[1],
             ecx: regs[2],
             edx: regs[3],
+            padding: [0; 3],
         }
     }
 

@@ -27,13 +27,19 @@ pub const PFERR_RSVD: u32 = 1 << 3;
 /// #PF error code: the access was an instruction fetch.
 pub const PFERR_FETCH: u32 = 1 << 4;
 
-const PTE_P: u64 = 1 << 0;
-const PTE_RW: u64 = 1 << 1;
-const PTE_US: u64 = 1 << 2;
+/// Page-table entry: present.
+pub const PTE_P: u64 = 1 << 0;
+/// Page-table entry: writable.
+pub const PTE_RW: u64 = 1 << 1;
+/// Page-table entry: user-accessible.
+pub const PTE_US: u64 = 1 << 2;
 const PTE_A: u64 = 1 << 5;
 const PTE_D: u64 = 1 << 6;
-const PTE_PS: u64 = 1 << 7;
+/// Page-table entry: a large page (2 MiB/4 MiB/1 GiB) rather than a table.
+pub const PTE_PS: u64 = 1 << 7;
 const PTE_NX: u64 = 1 << 63;
+/// Page-table entry: the physical-address bits (51:12).
+pub const PTE_ADDR: u64 = 0x000f_ffff_ffff_f000;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_WP: u64 = 1 << 16;

@@ -160,19 +160,8 @@ pub struct KvmDirtyLog {
     pub dirty_bitmap: u64,
 }
 
-/// `struct kvm_cpuid_entry2`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KvmCpuidEntry2 {
-    pub function: u32,
-    pub index: u32,
-    pub flags: u32,
-    pub eax: u32,
-    pub ebx: u32,
-    pub ecx: u32,
-    pub edx: u32,
-    pub padding: [u32; 3],
-}
+/// `struct kvm_cpuid_entry2`: the CPUID core's entry type.
+pub use super::cpuid::Entry as KvmCpuidEntry2;
 
 /// The header of `struct kvm_cpuid2` (entries follow it).
 #[repr(C)]

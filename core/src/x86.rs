@@ -106,6 +106,13 @@ pub const CR3_LAM_U57: u64 = 1 << 61;
 /// CR3 bit 62: LAM for user pointers, 48-bit.
 pub const CR3_LAM_U48: u64 = 1 << 62;
 
+/// RFLAGS.DF: string instructions count down.
+pub const RFLAGS_DF: u64 = 1 << 10;
+/// RFLAGS.IF: maskable interrupts enabled.
+pub const RFLAGS_IF: u64 = 1 << 9;
+/// RFLAGS.VM: virtual-8086 mode.
+pub const RFLAGS_VM: u64 = 1 << 17;
+
 /// EFER.SCE: SYSCALL/SYSRET.
 pub const EFER_SCE: u64 = 1 << 0;
 /// EFER.LME: long mode enable.

@@ -11,11 +11,9 @@ use crate::{
     decode::Segment,
     memory::MemOnce,
     uapi,
+    x86::RFLAGS_DF,
 };
 use kernel::prelude::*;
-
-/// RFLAGS.DF: string instructions count down.
-const RFLAGS_DF: u64 = 1 << 10;
 
 impl<B: Backend> Vcpu<B> {
     /// An IN/OUT exit: data goes through the PIO page, as in KVM.

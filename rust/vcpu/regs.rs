@@ -5,8 +5,8 @@
 
 use super::Vcpu;
 use crate::{
-    abi,
     backend::{ArchVcpu, Backend},
+    cpuid,
     guest_cpuid::{self, Policy},
     sys::uaccess,
     uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmSregs},
@@ -28,9 +28,7 @@ impl<B: Backend> Vcpu<B> {
             padding: 0,
         };
         let mut v = KVec::with_capacity(inner.cpuid.len(), GFP_KERNEL_ACCOUNT)?;
-        for e in inner.cpuid.iter() {
-            v.push(guest_cpuid::to_kvm(e), GFP_KERNEL_ACCOUNT)?;
-        }
+        v.extend_from_slice(&inner.cpuid, GFP_KERNEL_ACCOUNT)?;
         drop(inner);
         uaccess::write(arg, &out)?;
         uaccess::write_array(arg + 8, &v)?;
@@ -41,13 +39,12 @@ impl<B: Backend> Vcpu<B> {
     /// table again.
     pub(super) fn set_cpuid2(&self, arg: usize) -> Result<isize> {
         let hdr: KvmCpuid2Header = uaccess::read(arg)?;
-        if hdr.nent > abi::MAX_CPUID_ENTRIES {
+        if hdr.nent as usize > cpuid::KVM_MAX_CPUID_ENTRIES {
             return Err(E2BIG);
         }
-        let raw = uaccess::read_array::<KvmCpuidEntry2>(arg + 8, hdr.nent as usize)?;
-        let mut entries = KVec::with_capacity(raw.len(), GFP_KERNEL_ACCOUNT)?;
-        for e in raw.iter() {
-            entries.push(guest_cpuid::from_kvm(e), GFP_KERNEL_ACCOUNT)?;
+        let mut entries = uaccess::read_array::<KvmCpuidEntry2>(arg + 8, hdr.nent as usize)?;
+        for e in entries.iter_mut() {
+            *e = e.sanitized();
         }
         let policy = Policy::new(&entries)?;
         let mut inner = self.inner.lock();

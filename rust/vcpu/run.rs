@@ -5,8 +5,8 @@
 //! started, and the dispatch of vendor-neutral exits.
 
 use super::{
-    interrupts_enabled, Flow, Inner, Pending, Vcpu, GP_VECTOR, RFLAGS_VM, RUN_CR8,
-    RUN_IMMEDIATE_EXIT, RUN_MMIO_DATA, RUN_VALID_REGS, UD_VECTOR,
+    interrupts_enabled, Flow, Inner, Pending, Vcpu, GP_VECTOR, RUN_CR8, RUN_IMMEDIATE_EXIT,
+    RUN_MMIO_DATA, RUN_VALID_REGS, UD_VECTOR,
 };
 use crate::{
     addr::{Gpa, Gva},
@@ -18,7 +18,7 @@ use crate::{
     sys::cpu::{self, NoIrq, NoPreempt},
     uapi::{exit, internal},
     vm::Vm,
-    x86::{self, CR0_PE, CR4_DE, CR4_OSXSAVE},
+    x86::{self, CR0_PE, CR4_DE, CR4_OSXSAVE, RFLAGS_VM},
 };
 use core::sync::atomic::{AtomicI32, Ordering};
 use kernel::prelude::*;
