@@ -13,7 +13,7 @@ use crate::{
     sys::{
         cpu,
         file::{self, AnonFile},
-        mem::PinnedPage,
+        mem::{PinAccount, PinnedPage},
         srcu::SrcuBox,
         uaccess,
     },
@@ -22,10 +22,9 @@ use crate::{
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
-    mm::Mm,
     new_mutex,
     prelude::*,
-    sync::{aref::ARef, Arc, ArcBorrow, Mutex},
+    sync::{Arc, ArcBorrow, Mutex},
 };
 
 /// One VM. It belongs to the address space (mm) of the process that
@@ -35,7 +34,8 @@ use kernel::{
 /// itself is read under SRCU ([`Vm::mem`]) and needs no lock.
 #[pin_data]
 pub(crate) struct Vm<B: Backend> {
-    mm: ARef<Mm>,
+    /// The VMM's address space, where pins are charged.
+    pins: PinAccount,
     /// The memory slots, as vCPUs see them.
     #[pin]
     slots: SrcuBox<SlotTable>,
@@ -63,14 +63,14 @@ pub(crate) struct Vm<B: Backend> {
 impl<B: Backend> Vm<B> {
     /// Creates a VM owned by the calling process.
     pub(crate) fn new() -> Result<Arc<Self>> {
-        let mm = ARef::<Mm>::from(&**kernel::current!().mm().ok_or(EINVAL)?);
+        let pins = PinAccount::current()?;
         let shape = B::mmu();
         let mmu = Mmu::new(shape.format, shape.levels, shape.huge)?;
         let ncr3 = mmu.root_pa();
         let max_gfn = memslot::max_gfn(cpu::host_maxphyaddr(), (12 + 9 * shape.levels) as u8);
         Arc::pin_init(
             try_pin_init!(Self {
-                mm,
+                pins,
                 slots <- SrcuBox::new(KBox::new(SlotTable::empty(), GFP_KERNEL_ACCOUNT)?),
                 slots_lock <- new_mutex!(()),
                 mmu <- new_mutex!(mmu),
@@ -86,7 +86,7 @@ impl<B: Backend> Vm<B> {
 
     pub(crate) fn check_owner(&self) -> Result {
         match kernel::current!().mm() {
-            Some(mm) if core::ptr::eq(mm.as_raw(), self.mm.as_raw()) => Ok(()),
+            Some(mm) if core::ptr::eq(mm.as_raw(), self.pins.mm().as_raw()) => Ok(()),
             _ => Err(EIO),
         }
     }
@@ -263,9 +263,9 @@ impl<B: Backend> Vm<B> {
         // A VMM mapping without write permission still backs reads: pin it
         // read-only then (a write fault is EFAULT, as in KVM).
         let hva = slot.hva(gfn);
-        let mut page = match PinnedPage::pin(&self.mm, hva, !slot.readonly()) {
+        let mut page = match PinnedPage::pin(&self.pins, hva, !slot.readonly()) {
             Err(e) if !write && !slot.readonly() && e != ENOMEM => {
-                PinnedPage::pin(&self.mm, hva, false).map_err(|_| e)?
+                PinnedPage::pin(&self.pins, hva, false).map_err(|_| e)?
             }
             r => r?,
         };

@@ -21,7 +21,7 @@ use crate::{
     x86::{CR4_LA57, EFER_SVME},
 };
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 /// `MSR_VM_CR`: firmware's SVM lock and disable bits.
 const MSR_VM_CR: u32 = 0xc001_0114;
@@ -124,13 +124,27 @@ pub(crate) struct PerCpu {
 }
 
 /// What vCPU entries and the hotplug callbacks read while the module is
-/// loaded: every possible CPU's state, and the features.
+/// loaded: every possible CPU's state, and the features. Each vCPU holds a
+/// reference (no lookup per entry); the hotplug callbacks read it through
+/// [`SHARED`].
 pub(crate) struct Shared {
     percpu: KVec<PerCpu>,
-    features: Features,
+    pub(crate) features: Features,
 }
 
-static SHARED: Published<Shared> = Published::new();
+impl Shared {
+    /// `cpu`'s state.
+    pub(crate) fn percpu(&self, cpu: usize) -> Option<&PerCpu> {
+        self.percpu.get(cpu)
+    }
+}
+
+static SHARED: Published<Arc<Shared>> = Published::new();
+
+/// The state published at load, for a new vCPU (`ENODEV` if there is none).
+pub(crate) fn shared() -> Result<Arc<Shared>> {
+    SHARED.read(|s| s.clone()).ok_or(ENODEV)
+}
 
 /// SVM switched on for the module's lifetime: on every online CPU, on CPUs
 /// that come online later, and off again when dropped.
@@ -139,7 +153,7 @@ pub(crate) struct SvmHost {
     // every CPU) go before the per-CPU pages they point the CPUs at.
     _reboot: RebootHook,
     _hotplug: CpuHotplug,
-    _shared: Owner<Shared>,
+    _shared: Owner<Arc<Shared>>,
 }
 
 impl SvmHost {
@@ -159,13 +173,14 @@ impl SvmHost {
                 GFP_KERNEL,
             )?;
         }
-        let shared = SHARED.publish(KBox::new(
+        let shared = Arc::new(
             Shared {
                 percpu,
                 features: Features::read(),
             },
             GFP_KERNEL,
-        )?)?;
+        )?;
+        let shared = SHARED.publish(KBox::new(shared, GFP_KERNEL)?)?;
         let reboot = RebootHook::register::<Hooks>()?;
         let hotplug = CpuHotplug::register::<Hooks>()?;
         Ok(Self {
@@ -175,16 +190,6 @@ impl SvmHost {
         })
     }
 
-    /// The features of this machine's SVM.
-    pub(crate) fn features() -> Features {
-        Features::read()
-    }
-}
-
-/// Runs `f` on `cpu`'s state and the features (`None` before load or after
-/// unload). `f` must not sleep.
-pub(crate) fn with_percpu<R>(cpu: usize, f: impl FnOnce(&PerCpu, &Features) -> R) -> Option<R> {
-    SHARED.read(|s| s.percpu.get(cpu).map(|pc| f(pc, &s.features)))?
 }
 
 /// SVM's per-CPU hooks.

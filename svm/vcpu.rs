@@ -3,7 +3,7 @@
 //! An SVM vCPU: its VMCB, the world switch around VMRUN, and the decoding
 //! of #VMEXIT into the vendor-neutral [`Exit`].
 
-use super::{with_percpu, Features, PerCpu};
+use super::{shared, Shared};
 use crate::{
     addr::Gpa,
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
@@ -20,7 +20,7 @@ use crate::{
     x86::{self, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_SVME},
 };
 use core::sync::atomic::Ordering;
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 /// TLB_CONTROL: flush everything.
 const TLB_FLUSH_ALL: u8 = 1;
@@ -69,7 +69,8 @@ pub(crate) struct SvmVcpu {
     _iopm: Pages,
     /// MSR permission map.
     _msrpm: Pages,
-    features: Features,
+    /// The backend's per-CPU state and features.
+    shared: Arc<Shared>,
     /// The CPU and ASID generation the ASID in the VMCB belongs to.
     last_cpu: Option<usize>,
     asid_gen: u64,
@@ -81,7 +82,7 @@ pub(crate) struct SvmVcpu {
 
 impl SvmVcpu {
     fn flush_type(&self) -> u8 {
-        if self.features.flush_by_asid {
+        if self.shared.features.flush_by_asid {
             TLB_FLUSH_ASID
         } else {
             TLB_FLUSH_ALL
@@ -89,15 +90,21 @@ impl SvmVcpu {
     }
 
     /// Gives this vCPU an ASID valid on `cpu`, flushing as the APM requires
-    /// when an ASID is (re)used.
-    fn assign_asid(&mut self, cpu: usize, pc: &PerCpu, nr_asids: u32) {
+    /// when an ASID is (re)used, and notes `cpu`'s host save page and
+    /// `TSC_AUX`.
+    fn assign_asid(&mut self, cpu: usize) -> Result {
+        let flush = self.flush_type();
+        let shared = &self.shared;
+        let pc = shared.percpu(cpu).ok_or(EIO)?;
+        self.host_vmcb = pc.host_vmcb.phys();
+        self.host_tsc_aux = pc.tsc_aux.load(Ordering::Relaxed);
         let gen = pc.asid_gen.load(Ordering::Relaxed);
         if self.last_cpu == Some(cpu) && self.asid_gen == gen {
-            return;
+            return Ok(());
         }
         let mut asid = pc.next_asid.load(Ordering::Relaxed);
         let mut gen = gen;
-        if asid >= nr_asids {
+        if asid >= shared.features.nr_asids {
             // Out of ASIDs on this CPU: start a new generation and flush all.
             gen += 1;
             pc.asid_gen.store(gen, Ordering::Relaxed);
@@ -105,16 +112,17 @@ impl SvmVcpu {
             self.vmcb.control.tlb_ctl = TLB_FLUSH_ALL;
         } else if self.vmcb.control.tlb_ctl == 0 {
             // A recycled ASID may hold a previous guest's translations.
-            self.vmcb.control.tlb_ctl = self.flush_type();
+            self.vmcb.control.tlb_ctl = flush;
         }
         pc.next_asid.store(asid + 1, Ordering::Relaxed);
         self.vmcb.control.asid = asid;
         self.last_cpu = Some(cpu);
         self.asid_gen = gen;
+        Ok(())
     }
 
     fn next_rip(&self) -> Option<u64> {
-        self.features.nrips.then_some(self.vmcb.control.next_rip)
+        self.shared.features.nrips.then_some(self.vmcb.control.next_rip)
     }
 
     fn seg(&self, s: Sreg) -> &VmcbSeg {
@@ -265,7 +273,7 @@ impl ArchVcpu for SvmVcpu {
             vmcb,
             _iopm: iopm,
             _msrpm: msrpm,
-            features: super::SvmHost::features(),
+            shared: shared()?,
             last_cpu: None,
             asid_gen: 0,
             host_vmcb: 0,
@@ -284,12 +292,7 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn prepare(&mut self, s: &VcpuState, e: &Entry) -> Result {
-        with_percpu(e.cpu, |pc, f| {
-            self.host_vmcb = pc.host_vmcb.phys();
-            self.host_tsc_aux = pc.tsc_aux.load(Ordering::Relaxed);
-            self.assign_asid(e.cpu, pc, f.nr_asids);
-        })
-        .ok_or(EIO)?;
+        self.assign_asid(e.cpu)?;
         let flush = self.flush_type();
         let c = &mut self.vmcb.control;
         if e.flush {
@@ -313,7 +316,7 @@ impl ArchVcpu for SvmVcpu {
         self.vmcb.save.rax = s.gprs[0];
         self.vmcb.save.rsp = s.gprs[4];
         let dr7 = cpu::read_dr7();
-        let aux = self.features.rdtscp && s.tsc_aux != self.host_tsc_aux;
+        let aux = self.shared.features.rdtscp && s.tsc_aux != self.host_tsc_aux;
         if aux {
             cpu::write_tsc_aux(s.tsc_aux, irq);
         }

@@ -123,17 +123,22 @@ void *rkvm_page_address(struct page *page)
 	return page_address(page);
 }
 
+/* Whether the calling task may pin memory past RLIMIT_MEMLOCK. */
+bool rkvm_capable_ipc_lock(void)
+{
+	return capable(CAP_IPC_LOCK);
+}
+
 /*
- * Charges @n pages to @mm's pinned_vm against the caller's RLIMIT_MEMLOCK,
- * as RDMA and io_uring charge their pins: -ENOMEM past the limit, unless
- * the task has CAP_IPC_LOCK.
+ * Charges @n pages to @mm's pinned_vm, as RDMA and io_uring charge their
+ * pins: if @limited, against the caller's RLIMIT_MEMLOCK (-ENOMEM past it).
  */
-int rkvm_charge_pinned(struct mm_struct *mm, unsigned long n)
+int rkvm_charge_pinned(struct mm_struct *mm, unsigned long n, bool limited)
 {
 	unsigned long limit = rlimit(RLIMIT_MEMLOCK) >> PAGE_SHIFT;
 	u64 pinned = atomic64_add_return(n, &mm->pinned_vm);
 
-	if (pinned > limit && !capable(CAP_IPC_LOCK)) {
+	if (limited && pinned > limit) {
 		atomic64_sub(n, &mm->pinned_vm);
 		return -ENOMEM;
 	}

@@ -28,7 +28,8 @@ void rkvm_account_pgtable(struct page *page, int nr);
 void rkvm_free_pages(struct page *page, unsigned int order);
 u64 rkvm_page_to_phys(struct page *page);
 void *rkvm_page_address(struct page *page);
-int rkvm_charge_pinned(struct mm_struct *mm, unsigned long n);
+bool rkvm_capable_ipc_lock(void);
+int rkvm_charge_pinned(struct mm_struct *mm, unsigned long n, bool limited);
 void rkvm_uncharge_pinned(struct mm_struct *mm, unsigned long n);
 int rkvm_pin_user_page(struct mm_struct *mm, unsigned long addr, bool write,
 		       struct page **page);

@@ -16,7 +16,8 @@ extern "C" {
     fn rkvm_account_pgtable(page: *mut c_void, nr: i32);
     fn rkvm_page_to_phys(page: *mut c_void) -> u64;
     fn rkvm_page_address(page: *mut c_void) -> *mut c_void;
-    fn rkvm_charge_pinned(mm: *mut c_void, n: usize) -> i32;
+    fn rkvm_capable_ipc_lock() -> bool;
+    fn rkvm_charge_pinned(mm: *mut c_void, n: usize, limited: bool) -> i32;
     fn rkvm_uncharge_pinned(mm: *mut c_void, n: usize);
     fn rkvm_pin_user_page(mm: *mut c_void, addr: usize, write: bool, page: *mut *mut c_void)
         -> i32;
@@ -197,14 +198,38 @@ unsafe impl Send for PinnedPage {}
 // SAFETY: no interior mutability.
 unsafe impl Sync for PinnedPage {}
 
+/// Where a VM's pins are charged: its VMM's mm, and whether the VMM is held
+/// to `RLIMIT_MEMLOCK`. As io_uring decides it for a ring, the
+/// `CAP_IPC_LOCK` check is made once, by whoever creates the VM.
+pub(crate) struct PinAccount {
+    mm: ARef<Mm>,
+    limited: bool,
+}
+
+impl PinAccount {
+    /// The calling process's account.
+    pub(crate) fn current() -> Result<Self> {
+        let mm = ARef::<Mm>::from(&**kernel::current!().mm().ok_or(EINVAL)?);
+        // SAFETY: a capability check of the calling task.
+        let limited = !unsafe { rkvm_capable_ipc_lock() };
+        Ok(Self { mm, limited })
+    }
+
+    /// The VMM's address space.
+    pub(crate) fn mm(&self) -> &Mm {
+        &self.mm
+    }
+}
+
 impl PinnedPage {
-    /// Pins the page at `addr` of `mm`, the calling process's memory (for
-    /// writing if `write`). `ENOMEM` past `RLIMIT_MEMLOCK` (unless the
-    /// caller has `CAP_IPC_LOCK`), `EFAULT` if it is not mapped with that
-    /// access, or another process calls.
-    pub(crate) fn pin(mm: &Mm, addr: Hva, write: bool) -> Result<Self> {
+    /// Pins the page at `addr` of the account's mm, which must be the
+    /// calling process's (for writing if `write`). `ENOMEM` past
+    /// `RLIMIT_MEMLOCK` (see [`PinAccount`]), `EFAULT` if it is not mapped
+    /// with that access, or another process calls.
+    pub(crate) fn pin(acct: &PinAccount, addr: Hva, write: bool) -> Result<Self> {
+        let mm = &*acct.mm;
         // SAFETY: `mm` is a live mm (the reference keeps it).
-        to_result(unsafe { rkvm_charge_pinned(mm.as_raw().cast(), 1) })?;
+        to_result(unsafe { rkvm_charge_pinned(mm.as_raw().cast(), 1, acct.limited) })?;
         let mut page: *mut c_void = core::ptr::null_mut();
         // SAFETY: `page` is a valid out-pointer; the helper checks that `mm`
         // is the caller's and pins only through the caller's page tables.

@@ -24,7 +24,7 @@ use crate::{
     x86::CR4_VMXE,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 /// The Intel VT-x backend.
 pub(crate) struct Vmx;
@@ -77,7 +77,7 @@ impl Backend for Vmx {
         MmuShape {
             format: Format::Ept,
             levels: 4,
-            huge: config().is_some_and(|c| c.ept_2m),
+            huge: shared().is_ok_and(|s| s.config.ept_2m),
         }
     }
 }
@@ -120,16 +120,23 @@ fn read_caps() -> Result<CapMsrs> {
 /// What the module owns while VT-x is its backend: the configuration and
 /// one VMXON region per possible CPU, published for vCPUs.
 pub(crate) struct VmxHost {
-    _shared: Owner<Shared>,
+    _shared: Owner<Arc<Shared>>,
 }
 
-/// What vCPUs read while the module is loaded.
-struct Shared {
-    config: Config,
+/// What vCPUs use while the module is loaded; each holds a reference.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
     vmxon: KVec<Pages>,
 }
 
-static SHARED: Published<Shared> = Published::new();
+impl Shared {
+    /// The physical address of `cpu`'s VMXON region.
+    pub(crate) fn vmxon_pa(&self, cpu: usize) -> Option<u64> {
+        self.vmxon.get(cpu).map(Pages::phys)
+    }
+}
+
+static SHARED: Published<Arc<Shared>> = Published::new();
 
 impl VmxHost {
     /// Computes the configuration and allocates the VMXON regions.
@@ -150,7 +157,8 @@ impl VmxHost {
             config.entry,
             config.vpid
         );
-        let shared = SHARED.publish(KBox::new(Shared { config, vmxon }, GFP_KERNEL)?)?;
+        let shared = Arc::new(Shared { config, vmxon }, GFP_KERNEL)?;
+        let shared = SHARED.publish(KBox::new(shared, GFP_KERNEL)?)?;
         Ok(Self { _shared: shared })
     }
 }
@@ -163,14 +171,9 @@ pub(crate) fn revision_page(revision: u32) -> Result<Pages> {
     Ok(p)
 }
 
-/// The configuration computed at load.
-pub(crate) fn config() -> Option<Config> {
-    SHARED.read(|s| s.config)
-}
-
-/// The physical address of `cpu`'s VMXON region.
-pub(crate) fn vmxon_pa(cpu: usize) -> Option<u64> {
-    SHARED.read(|s| s.vmxon.get(cpu).map(Pages::phys))?
+/// The state published at load (`ENODEV` if there is none).
+pub(crate) fn shared() -> Result<Arc<Shared>> {
+    SHARED.read(|s| s.clone()).ok_or(ENODEV)
 }
 
 /// VPIDs in use (bit set); VPID 0 is the host's and never handed out.

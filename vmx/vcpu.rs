@@ -11,7 +11,7 @@
 //! [`GuestState`]; each entry writes it to the VMCS and each exit reads back
 //! what the guest can change without exiting.
 
-use super::{config, vmxon_pa, Vpid};
+use super::{shared, Shared, Vpid};
 use crate::{
     addr::Gpa,
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
@@ -30,7 +30,7 @@ use crate::{
     },
     x86::{self, CR0_PE, CR0_PG, CR0_TS, EFER_LMA, EFER_LME, RFLAGS_IF},
 };
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::Arc};
 
 /// MSRs VMX does not switch, loaded for the guest by the VM-entry MSR-load
 /// list and saved by the VM-exit MSR-store list (the same list), and put
@@ -194,6 +194,8 @@ struct ExitInfo {
 
 /// One VT-x vCPU.
 pub(crate) struct VmxVcpu {
+    /// The backend's configuration and VMXON regions.
+    shared: Arc<Shared>,
     cfg: Config,
     /// The secondary controls for this guest (RDTSCP only if its CPUID has
     /// it, as KVM).
@@ -570,7 +572,8 @@ impl VmxVcpu {
 
 impl ArchVcpu for VmxVcpu {
     fn new() -> Result<Self> {
-        let cfg = config().ok_or(ENODEV)?;
+        let shared = shared()?;
+        let cfg = shared.config;
         let mut msr_bitmap = Pages::new(0)?;
         msr_bitmap.as_bytes_mut().fill(0xff);
         for m in PASSTHROUGH_MSRS {
@@ -598,6 +601,7 @@ impl ArchVcpu for VmxVcpu {
             e[HOST_MSR_LIST / 8 + i * 2 + 1] = host;
         }
         Ok(Self {
+            shared,
             cfg,
             proc2: cfg.proc2 & !proc2::ENABLE_RDTSCP,
             vmcs: super::revision_page(cfg.revision)?,
@@ -628,7 +632,7 @@ impl ArchVcpu for VmxVcpu {
     }
 
     fn prepare(&mut self, s: &VcpuState, e: &Entry) -> Result {
-        self.vmxon = vmxon_pa(e.cpu).ok_or(EIO)?;
+        self.vmxon = self.shared.vmxon_pa(e.cpu).ok_or(EIO)?;
         // EPT-derived translations are tagged by EPTP, which all vCPUs of
         // the VM share: flush on a new generation, on a CPU this vCPU has
         // not just run on (it may hold stale ones from an earlier visit),
