@@ -16,14 +16,13 @@ use crate::{
     addr::{Gfn, Gpa, Gva, Hva},
     memslot::{self, Change, Slot},
     paging::{self, Access, GuestPhys, MemError, WalkConfig, WalkError},
-    sys::srcu::{SrcuBox, SrcuRef},
+    sys::{
+        srcu::{SrcuBox, SrcuRef},
+        uaccess,
+    },
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{
-    prelude::*,
-    sync::Arc,
-    uaccess::{UserPtr, UserSlice},
-};
+use kernel::{prelude::*, sync::Arc};
 
 /// A slot's dirty bitmap: one bit per page, set by vCPUs as they write.
 pub(crate) struct DirtyBitmap(KVec<AtomicU64>);
@@ -258,10 +257,7 @@ impl<'a> Mem<'a> {
     /// mapping.
     pub(crate) fn read(&self, gpa: Gpa, buf: &mut [u8]) -> core::result::Result<(), MemFault> {
         self.parts(gpa, buf.len(), false, |hva, r| {
-            UserSlice::new(UserPtr::from_addr(hva.0 as usize), r.len())
-                .reader()
-                .read_slice(&mut buf[r])
-                .map_err(|_| MemFault::Unmapped)
+            uaccess::read_user(hva.0 as usize, &mut buf[r]).map_err(|_| MemFault::Unmapped)
         })
     }
 
@@ -269,10 +265,7 @@ impl<'a> Mem<'a> {
     /// if some byte is not writable RAM).
     pub(crate) fn write(&self, gpa: Gpa, buf: &[u8]) -> core::result::Result<(), MemFault> {
         self.parts(gpa, buf.len(), true, |hva, r| {
-            UserSlice::new(UserPtr::from_addr(hva.0 as usize), r.len())
-                .writer()
-                .write_slice(&buf[r])
-                .map_err(|_| MemFault::Unmapped)
+            uaccess::write_user(hva.0 as usize, &buf[r]).map_err(|_| MemFault::Unmapped)
         })
     }
 

@@ -6,7 +6,9 @@ use crate::uapi::{
     KvmCpuid2Header, KvmCpuidEntry2, KvmDirtyLog, KvmDtable, KvmMsrEntry, KvmMsrsHeader, KvmRegs,
     KvmRun, KvmSegment, KvmSregs, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
 };
+use core::ffi::c_void;
 use kernel::{
+    ffi::c_long,
     prelude::*,
     transmute::{AsBytes, FromBytes},
     uaccess::{UserPtr, UserSlice},
@@ -70,4 +72,45 @@ pub(crate) fn write_array<T: AsBytes>(arg: usize, vals: &[T]) -> Result {
         w.write(v)?;
     }
     Ok(())
+}
+
+extern "C" {
+    fn copy_from_user_nofault(dst: *mut c_void, src: *const c_void, size: usize) -> c_long;
+    fn copy_to_user_nofault(dst: *mut c_void, src: *const c_void, size: usize) -> c_long;
+}
+
+/// Copies `out.len()` bytes of the calling process's memory at `addr` into
+/// `out` (`EFAULT` if some byte is not readable). Guest memory is read this
+/// way on every emulated access: it first tries without taking page faults
+/// (the page is usually present, as the guest uses it), which skips the
+/// faulting path's `might_fault` checks, and faults the page in only if
+/// that fails.
+pub(crate) fn read_user(addr: usize, out: &mut [u8]) -> Result {
+    // SAFETY: `out` is valid for `out.len()` bytes of writes; the helper
+    // checks `addr` (`access_ok`) and recovers from faults.
+    let r = unsafe {
+        copy_from_user_nofault(out.as_mut_ptr().cast(), addr as *const c_void, out.len())
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    UserSlice::new(UserPtr::from_addr(addr), out.len())
+        .reader()
+        .read_slice(out)
+}
+
+/// Copies `data` into the calling process's memory at `addr` (`EFAULT` if
+/// some byte is not writable), first without page faults as [`read_user`].
+pub(crate) fn write_user(addr: usize, data: &[u8]) -> Result {
+    // SAFETY: `data` is valid for `data.len()` bytes of reads; the helper
+    // checks `addr` (`access_ok`) and recovers from faults.
+    let r = unsafe {
+        copy_to_user_nofault(addr as *mut c_void, data.as_ptr().cast(), data.len())
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    UserSlice::new(UserPtr::from_addr(addr), data.len())
+        .writer()
+        .write_slice(data)
 }
