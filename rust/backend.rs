@@ -85,10 +85,23 @@ pub(crate) struct VcpuState {
     /// DR0-DR3, as the guest wrote them (emulated: never loaded, the
     /// hardware keeps the host's).
     pub(crate) db: [u64; 4],
-    /// DR6.
-    pub(crate) dr6: u64,
     /// DR7 as the guest wrote it (the guest runs with DR7 = 0x400).
     pub(crate) dr7: u64,
+    /// Which of the values a backend loads into its VMCB/VMCS only when they
+    /// change ([`VcpuState::TSC_OFFSET`], [`VcpuState::PAT`],
+    /// [`VcpuState::TSC_AUX`]) changed since the last `prepare`.
+    pub(crate) changed: u32,
+}
+
+impl VcpuState {
+    /// `tsc_offset` changed.
+    pub(crate) const TSC_OFFSET: u32 = 1 << 0;
+    /// `pat` changed.
+    pub(crate) const PAT: u32 = 1 << 1;
+    /// `tsc_aux` changed.
+    pub(crate) const TSC_AUX: u32 = 1 << 2;
+    /// Everything (after RESET).
+    pub(crate) const ALL: u32 = Self::TSC_OFFSET | Self::PAT | Self::TSC_AUX;
 }
 
 /// What the generic run loop tells the backend about one entry.
@@ -202,6 +215,10 @@ pub(crate) trait ArchVcpu: Send + Sized + Unpin + 'static {
     fn dtable(&self, t: Dtable) -> KvmDtable;
     /// Loads a descriptor-table register.
     fn set_dtable(&mut self, t: Dtable, v: &KvmDtable);
+    /// DR6 (SVM: the VMCB's, which the hardware updates on a guest #DB).
+    fn dr6(&self) -> u64;
+    /// Sets DR6 (the caller fixed its reserved bits).
+    fn set_dr6(&mut self, v: u64);
     /// Queues a hardware exception for the next entry (the caller dropped
     /// the error code where the architecture pushes none).
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);

@@ -38,7 +38,8 @@ use mmio::Frags;
 /// Offsets in `struct kvm_run` (asserted in core/src/uapi.rs).
 const RUN_IMMEDIATE_EXIT: usize = 1;
 const RUN_OUT_START: usize = 8;
-const RUN_OUT_END: usize = 288;
+/// The exit union's offset.
+const RUN_EXIT: usize = 32;
 const RUN_CR8: usize = 16;
 const RUN_VALID_REGS: usize = 288;
 const RUN_MMIO_DATA: usize = 40;
@@ -167,7 +168,9 @@ impl<B: Backend> Vcpu<B> {
     fn publish(&self, inner: &Inner<B>) {
         let staging: &KvmRun = &inner.staging;
         let bytes = kernel::transmute::AsBytes::as_bytes(staging);
-        self.pages[0].write_shared(RUN_OUT_START, &bytes[RUN_OUT_START..RUN_OUT_END]);
+        // The header and the part of the exit union this exit uses.
+        let end = RUN_EXIT + staging.exit_len();
+        self.pages[0].write_shared(RUN_OUT_START, &bytes[RUN_OUT_START..end]);
     }
 }
 
@@ -185,8 +188,8 @@ impl<B: Backend> Inner<B> {
             misc_enable: reset::MISC_ENABLE,
             xcr0: reset::XCR0,
             db: [0; 4],
-            dr6: reset::DR6,
             dr7: reset::DR7,
+            changed: VcpuState::ALL,
         };
         self.state.gprs[2] = reset::RDX;
         let t = reset::segment_types(B::CPU == Vendor::Amd);
@@ -222,6 +225,7 @@ impl<B: Backend> Inner<B> {
         };
         a.set_dtable(Dtable::Gdt, &dt);
         a.set_dtable(Dtable::Idt, &dt);
+        a.set_dr6(reset::DR6);
         a.set_rflags(reset::RFLAGS);
         a.set_rip(reset::RIP);
     }

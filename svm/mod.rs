@@ -112,8 +112,11 @@ impl Features {
 pub(crate) struct PerCpu {
     /// The host save area VMRUN uses (VM_HSAVE_PA).
     hsave: Pages,
-    /// Where the host's VMSAVE state goes around each VMRUN.
-    pub(crate) host_vmcb: Pages,
+    /// Where the host's VMSAVE state goes around each VMRUN (owned here;
+    /// the hardware uses it by physical address).
+    _host_vmcb: Pages,
+    /// Its physical address.
+    pub(crate) host_vmcb_pa: u64,
     /// ASID generation: bumped when ASIDs run out and are all flushed.
     pub(crate) asid_gen: AtomicU64,
     /// Next ASID to hand out on this CPU.
@@ -162,10 +165,12 @@ impl SvmHost {
         let n = cpu::nr_cpu_ids();
         let mut percpu = KVec::with_capacity(n, GFP_KERNEL)?;
         for _ in 0..n {
+            let host_vmcb = Pages::new(0)?;
             percpu.push(
                 PerCpu {
                     hsave: Pages::new(0)?,
-                    host_vmcb: Pages::new(0)?,
+                    host_vmcb_pa: host_vmcb.phys(),
+                    _host_vmcb: host_vmcb,
                     asid_gen: AtomicU64::new(1),
                     next_asid: AtomicU32::new(1),
                     tsc_aux: AtomicU64::new(0),

@@ -65,6 +65,8 @@ const PASSTHROUGH_MSRS: [u32; 9] = [
 /// One SVM vCPU.
 pub(crate) struct SvmVcpu {
     vmcb: PageBox<Vmcb>,
+    /// The VMCB's physical address.
+    vmcb_pa: u64,
     /// I/O permission map: all ones, every port exits.
     _iopm: Pages,
     /// MSR permission map.
@@ -92,30 +94,35 @@ impl SvmVcpu {
     /// Gives this vCPU an ASID valid on `cpu`, flushing as the APM requires
     /// when an ASID is (re)used, and notes `cpu`'s host save page and
     /// `TSC_AUX`.
+    #[inline]
     fn assign_asid(&mut self, cpu: usize) -> Result {
-        let flush = self.flush_type();
         let shared = &self.shared;
         let pc = shared.percpu(cpu).ok_or(EIO)?;
-        self.host_vmcb = pc.host_vmcb.phys();
-        self.host_tsc_aux = pc.tsc_aux.load(Ordering::Relaxed);
         let gen = pc.asid_gen.load(Ordering::Relaxed);
         if self.last_cpu == Some(cpu) && self.asid_gen == gen {
             return Ok(());
         }
+        self.host_vmcb = pc.host_vmcb_pa;
+        self.host_tsc_aux = pc.tsc_aux.load(Ordering::Relaxed);
         let mut asid = pc.next_asid.load(Ordering::Relaxed);
         let mut gen = gen;
+        let c = &mut self.vmcb.control;
         if asid >= shared.features.nr_asids {
             // Out of ASIDs on this CPU: start a new generation and flush all.
             gen += 1;
             pc.asid_gen.store(gen, Ordering::Relaxed);
             asid = 1;
-            self.vmcb.control.tlb_ctl = TLB_FLUSH_ALL;
-        } else if self.vmcb.control.tlb_ctl == 0 {
+            c.tlb_ctl = TLB_FLUSH_ALL;
+        } else if c.tlb_ctl == 0 {
             // A recycled ASID may hold a previous guest's translations.
-            self.vmcb.control.tlb_ctl = flush;
+            c.tlb_ctl = if shared.features.flush_by_asid {
+                TLB_FLUSH_ASID
+            } else {
+                TLB_FLUSH_ALL
+            };
         }
         pc.next_asid.store(asid + 1, Ordering::Relaxed);
-        self.vmcb.control.asid = asid;
+        c.asid = asid;
         self.last_cpu = Some(cpu);
         self.asid_gen = gen;
         Ok(())
@@ -153,6 +160,7 @@ impl SvmVcpu {
         }
     }
 
+    #[inline]
     fn decode_exit(&self) -> Exit {
         let c = &self.vmcb.control;
         let code = c.exit_code;
@@ -269,8 +277,12 @@ impl ArchVcpu for SvmVcpu {
         // VMRUN requires EFER.SVME in the guest's EFER; the guest never
         // sees it (`efer`).
         vmcb.save.efer = EFER_SVME;
+        // The guest's breakpoints are emulated, never armed.
+        vmcb.save.dr7 = x86::reset::DR7;
+        let vmcb_pa = vmcb.phys();
         Ok(Self {
             vmcb,
+            vmcb_pa,
             _iopm: iopm,
             _msrpm: msrpm,
             shared: shared()?,
@@ -291,28 +303,32 @@ impl ArchVcpu for SvmVcpu {
         }
     }
 
+    #[inline]
     fn prepare(&mut self, s: &VcpuState, e: &Entry) -> Result {
         self.assign_asid(e.cpu)?;
-        let flush = self.flush_type();
-        let c = &mut self.vmcb.control;
         if e.flush {
+            let flush = self.flush_type();
+            let c = &mut self.vmcb.control;
             c.tlb_ctl = c.tlb_ctl.max(flush);
         }
+        let c = &mut self.vmcb.control;
         c.nested_cr3 = e.root;
         // Stays if VMRUN never runs (SVM switched off under us).
         c.exit_code = NOT_RUN;
-        c.tsc_offset = s.tsc_offset;
+        if s.changed & VcpuState::TSC_OFFSET != 0 {
+            c.tsc_offset = s.tsc_offset;
+        }
         c.int_ctl = (c.int_ctl & !V_TPR_MASK) | (s.cr8 as u32 & V_TPR_MASK);
         let v = &mut self.vmcb.save;
-        v.g_pat = s.pat;
-        v.dr6 = s.dr6;
-        // The guest's breakpoints are emulated, never armed.
-        v.dr7 = x86::reset::DR7;
+        if s.changed & VcpuState::PAT != 0 {
+            v.g_pat = s.pat;
+        }
         Ok(())
     }
 
+    #[inline]
     fn switch(&mut self, s: &mut VcpuState, irq: &NoIrq<'_>) -> Result {
-        let vmcb_pa = self.vmcb.phys();
+        let vmcb_pa = self.vmcb_pa;
         self.vmcb.save.rax = s.gprs[0];
         self.vmcb.save.rsp = s.gprs[4];
         let dr7 = cpu::read_dr7();
@@ -335,13 +351,13 @@ impl ArchVcpu for SvmVcpu {
         Ok(())
     }
 
+    #[inline]
     fn complete(&mut self, s: &mut VcpuState) -> Exit {
         let c = &mut self.vmcb.control;
         if c.exit_code != NOT_RUN {
             c.tlb_ctl = 0;
         }
         s.cr8 = u64::from(c.int_ctl & V_TPR_MASK);
-        s.dr6 = self.vmcb.save.dr6;
         // An event whose delivery the exit interrupted (a #PF raised while
         // the IDT was read, say) is reported in EXITINTINFO and must be
         // injected again; anything injected before was delivered.
@@ -527,6 +543,14 @@ impl ArchVcpu for SvmVcpu {
             Dtable::Gdt => self.vmcb.save.gdtr = v,
             Dtable::Idt => self.vmcb.save.idtr = v,
         }
+    }
+
+    fn dr6(&self) -> u64 {
+        self.vmcb.save.dr6
+    }
+
+    fn set_dr6(&mut self, v: u64) {
+        self.vmcb.save.dr6 = v;
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {

@@ -4,7 +4,7 @@
 //! inside a kernel-FPU section around guest entry.
 
 use super::{
-    cpu::{self, NoIrq},
+    cpu::{self, NoIrq, NoPreempt},
     mem::Pages,
 };
 use kernel::prelude::*;
@@ -55,10 +55,18 @@ impl GuestFpu {
         self.xcr0
     }
 
-    /// Runs `f` with the guest's FPU state in the registers, then saves it
-    /// back. Preemption is off inside (kernel-FPU section); `f` must not
-    /// sleep. `f` may load the guest's XCR0 for the world switch itself.
-    pub(crate) fn with_loaded<R>(&mut self, f: impl FnOnce(&Xcr0Switch) -> R) -> R {
+    /// Runs `f` with the guest's FPU state in the registers and interrupts
+    /// off, then saves the state back: the window of a world switch.
+    /// `xcr0`, if given, is the guest's XCR0, loaded around `f` when it
+    /// differs from the host's; it must be valid and within the host's (the
+    /// caller checked it with KVM's rules against [`GuestFpu::host_xcr0`]).
+    /// `f` must not sleep.
+    pub(crate) fn with_loaded<R>(
+        &mut self,
+        np: &NoPreempt,
+        xcr0: Option<u64>,
+        f: impl FnOnce(&NoIrq<'_>) -> R,
+    ) -> R {
         let p = self.area.as_ptr();
         // SAFETY: the kernel-FPU section protects the task's FPU state;
         // `p` is a 4 KiB-aligned area of at least the XSAVE size, and the
@@ -70,7 +78,26 @@ impl GuestFpu {
                 None => rkvm_fxrstor(p),
             }
         }
-        let r = f(&Xcr0Switch { host: self.xcr0 });
+        let irq = NoIrq::new(np);
+        let switch = match (self.xcr0, xcr0) {
+            (Some(host), Some(guest)) if guest != host && guest & !host == 0 && guest & 1 != 0 => {
+                Some(host)
+            }
+            _ => None,
+        };
+        if let (Some(_), Some(guest)) = (switch, xcr0) {
+            // SAFETY: XSETBV(0) with x87 set and only bits the host enabled
+            // (checked above) cannot fault; the FPU registers are the
+            // guest's inside this kernel-FPU section, and interrupts are
+            // off, so nothing on the host runs with this XCR0.
+            unsafe { rkvm_xsetbv0(guest) };
+        }
+        let r = f(&irq);
+        if let Some(host) = switch {
+            // SAFETY: restores the host's own XCR0.
+            unsafe { rkvm_xsetbv0(host) };
+        }
+        drop(irq);
         // SAFETY: as above; still inside the kernel-FPU section.
         unsafe {
             match self.xcr0 {
@@ -80,45 +107,5 @@ impl GuestFpu {
             rkvm_fpu_end();
         }
         r
-    }
-}
-
-/// Loads a guest's XCR0 inside a kernel-FPU section ([`GuestFpu::with_loaded`]).
-pub(crate) struct Xcr0Switch {
-    host: Option<u64>,
-}
-
-/// The guest's XCR0 loaded; the host's is put back when this is dropped.
-pub(crate) struct GuestXcr0<'a> {
-    host: u64,
-    _irq: core::marker::PhantomData<&'a NoIrq<'a>>,
-}
-
-impl Xcr0Switch {
-    /// Loads `xcr0` until the returned guard is dropped, if it differs from
-    /// the host's. `xcr0` must be a valid XCR0 within the host's (the
-    /// caller checked it with KVM's rules against the host's XCR0); with
-    /// interrupts off (`irq`), nothing on the host runs with it.
-    pub(crate) fn load<'a>(&self, _irq: &'a NoIrq<'_>, xcr0: u64) -> Option<GuestXcr0<'a>> {
-        let host = self.host?;
-        if xcr0 == host || xcr0 & !host != 0 || xcr0 & 1 == 0 {
-            return None;
-        }
-        // SAFETY: XSETBV(0) with x87 set and only bits the host enabled
-        // (checked above) cannot fault; the FPU registers belong to the
-        // guest inside this kernel-FPU section, and the guard puts the
-        // host's value back before the section ends.
-        unsafe { rkvm_xsetbv0(xcr0) };
-        Some(GuestXcr0 {
-            host,
-            _irq: core::marker::PhantomData,
-        })
-    }
-}
-
-impl Drop for GuestXcr0<'_> {
-    fn drop(&mut self) {
-        // SAFETY: restores the host's own XCR0.
-        unsafe { rkvm_xsetbv0(self.host) };
     }
 }

@@ -225,6 +225,8 @@ pub(crate) struct VmxVcpu {
     vmxon: u64,
     host_tsc_aux: u64,
     eptp: u64,
+    /// DR6 as the guest wrote it (VT-x does not switch DR6; it is emulated).
+    dr6: u64,
 }
 
 impl VmxVcpu {
@@ -618,6 +620,7 @@ impl ArchVcpu for VmxVcpu {
             vmxon: 0,
             host_tsc_aux: 0,
             eptp: 0,
+            dr6: x86::reset::DR6,
         })
     }
 
@@ -644,7 +647,9 @@ impl ArchVcpu for VmxVcpu {
         self.g.pat = s.pat;
         if self.nswitched > TSC_AUX_SLOT {
             self.host_tsc_aux = cpu::rdmsr_safe(msr::TSC_AUX).unwrap_or(0);
-            self.msr_lists.as_u64s()[TSC_AUX_SLOT * 2 + 1] = s.tsc_aux;
+            if s.changed & VcpuState::TSC_AUX != 0 {
+                self.msr_lists.as_u64s()[TSC_AUX_SLOT * 2 + 1] = s.tsc_aux;
+            }
         }
         self.exit.reason = NOT_RUN;
         Ok(())
@@ -841,6 +846,14 @@ impl ArchVcpu for VmxVcpu {
             Dtable::Gdt => self.g.gdtr = v,
             Dtable::Idt => self.g.idtr = v,
         }
+    }
+
+    fn dr6(&self) -> u64 {
+        self.dr6
+    }
+
+    fn set_dr6(&mut self, v: u64) {
+        self.dr6 = v;
     }
 
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {

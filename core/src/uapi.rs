@@ -261,6 +261,26 @@ pub const KVM_EXIT_IO_OUT: u8 = 1;
 
 impl KvmRun {
     /// Fills in a `KVM_EXIT_IO`: `data_offset` is from the start of `kvm_run`.
+    /// How many bytes of the exit union the current exit uses (what must
+    /// reach userspace; the rest keeps whatever an earlier exit left, as in
+    /// KVM).
+    pub fn exit_len(&self) -> usize {
+        match self.exit_reason {
+            exit::IO | exit::FAIL_ENTRY => 16,
+            exit::MMIO => 24,
+            exit::INTERNAL_ERROR => {
+                let ndata = u32::from_ne_bytes([
+                    self.exit.0[4],
+                    self.exit.0[5],
+                    self.exit.0[6],
+                    self.exit.0[7],
+                ]);
+                8 + 8 * (ndata as usize).min(16)
+            }
+            _ => 0,
+        }
+    }
+
     pub fn set_io(&mut self, direction: u8, size: u8, port: u16, count: u32, data_offset: u64) {
         self.exit_reason = exit::IO;
         let e = &mut self.exit.0;
@@ -341,6 +361,19 @@ mod tests {
             u64::from_ne_bytes(run.exit.0[8..16].try_into().unwrap()),
             4096
         );
+    }
+
+    #[test]
+    fn exit_len_covers_each_exits_fields() {
+        let mut run = KvmRun::default();
+        run.set_io(1, 4, 0x80, 1, 4096);
+        assert_eq!(run.exit_len(), 16);
+        run.set_mmio(0xfee0_0000, [0; 8], 4, true);
+        assert_eq!(run.exit_len(), 24);
+        run.set_internal_error(1, &[1, 2, 3]);
+        assert_eq!(run.exit_len(), 8 + 24);
+        run.exit_reason = exit::HLT;
+        assert_eq!(run.exit_len(), 0);
     }
 
     #[test]

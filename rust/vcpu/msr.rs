@@ -7,7 +7,7 @@
 
 use super::{host_va_bits, Inner, Vcpu};
 use crate::{
-    backend::{ArchVcpu, Backend},
+    backend::{ArchVcpu, Backend, VcpuState},
     msr::{self, APIC_BASE, EFER, MISC_ENABLE, PAT, TSC, TSC_AUX},
     sys::{cpu, uaccess},
     uapi::{KvmMsrEntry, KvmMsrsHeader},
@@ -50,8 +50,14 @@ impl<B: Backend> Inner<B> {
             }
             // Guest and host writes set the offset alike (no TSC
             // synchronisation across vCPUs yet).
-            TSC => self.state.tsc_offset = v.wrapping_sub(cpu::rdtsc()),
-            PAT if x86::valid_pat(v) => self.state.pat = v,
+            TSC => {
+                self.state.tsc_offset = v.wrapping_sub(cpu::rdtsc());
+                self.state.changed |= VcpuState::TSC_OFFSET;
+            }
+            PAT if x86::valid_pat(v) => {
+                self.state.pat = v;
+                self.state.changed |= VcpuState::PAT;
+            }
             PAT => return false,
             MISC_ENABLE => match msr::misc_enable_write(self.state.misc_enable, v, host) {
                 Some(m) => self.state.misc_enable = m,
@@ -70,7 +76,10 @@ impl<B: Backend> Inner<B> {
                 self.state.apic_base = v;
             }
             TSC_AUX => match msr::tsc_aux_write(v, host, caps) {
-                Some(aux) => self.state.tsc_aux = aux,
+                Some(aux) => {
+                    self.state.tsc_aux = aux;
+                    self.state.changed |= VcpuState::TSC_AUX;
+                }
                 None => return false,
             },
             _ => match msr::address_msr_write(index, v, host_va_bits()) {

@@ -15,7 +15,7 @@ use crate::{
     guest_cpuid,
     memory::MemOnce,
     msr,
-    sys::cpu::{self, NoIrq, NoPreempt},
+    sys::cpu::{self, NoPreempt},
     uapi::{exit, internal},
     vm::Vm,
     x86::{self, CR0_PE, CR4_DE, CR4_OSXSAVE, RFLAGS_VM},
@@ -92,6 +92,7 @@ impl<B: Backend> Vcpu<B> {
     /// One guest entry: the backend's three steps around the generic
     /// duties (TLB generation, kick publication, FPU and XCR0, and the
     /// last check for a signal or reschedule with interrupts off).
+    #[inline]
     fn enter(&self, vm: &Vm<B>, inner: &mut Inner<B>) -> Result<Exit> {
         let np = NoPreempt::new();
         let cpu = np.cpu();
@@ -106,20 +107,19 @@ impl<B: Backend> Vcpu<B> {
             flush: gen != inner.tlb_gen,
         };
         inner.arch.prepare(&inner.state, &entry)?;
+        inner.state.changed = 0;
         // The backend holds on to the flush until the guest runs.
         inner.tlb_gen = gen;
         // As KVM, the guest's XCR0 is loaded only while it can use it.
         let xcr0 = (inner.arch.cr4() & CR4_OSXSAVE != 0).then_some(inner.state.xcr0);
         let (arch, state) = (&mut inner.arch, &mut inner.state);
-        let entered = inner.fpu.with_loaded(|xcr| -> Result<bool> {
-            let irq = NoIrq::new(&np);
+        let entered = inner.fpu.with_loaded(&np, xcr0, |irq| -> Result<bool> {
             // Anything that sets a signal or a reschedule after this check
             // also interrupts this CPU, which exits the guest at once.
-            if cpu::exit_requested(&irq) {
+            if cpu::exit_requested(irq) {
                 return Ok(false);
             }
-            let _guest_xcr0 = xcr0.and_then(|x| xcr.load(&irq, x));
-            arch.switch(state, &irq)?;
+            arch.switch(state, irq)?;
             Ok(true)
         })?;
         drop(running);
@@ -347,14 +347,14 @@ impl<B: Backend> Vcpu<B> {
             match n {
                 0..=3 => s.db[usize::from(n)] = v,
                 // Reserved bits read as set, as the hardware keeps them.
-                6 => s.dr6 = x86::dr6_fixed(v),
+                6 => inner.arch.set_dr6(x86::dr6_fixed(v)),
                 _ => s.dr7 = x86::dr7_fixed(v),
             }
         } else {
             let s = &inner.state;
             let v = match n {
                 0..=3 => s.db[usize::from(n)],
-                6 => s.dr6,
+                6 => inner.arch.dr6(),
                 _ => s.dr7,
             };
             let v = inner.mode_width(v);
