@@ -10,7 +10,7 @@ use crate::{
     uapi::{KvmCpuid2Header, KvmSregs},
     x86,
 };
-use kernel::prelude::*;
+use kernel::{prelude::*, sync::SetOnce};
 
 /// What rkvm can give a guest on this host.
 pub(crate) fn supported() -> Result<KVec<Entry>> {
@@ -67,10 +67,23 @@ pub(crate) struct Policy {
     pub(crate) efer_bits: u64,
 }
 
+/// What rkvm supports on this host, as capabilities (computed once).
+static HOST_CAPS: SetOnce<GuestCaps> = SetOnce::new();
+
+/// The capabilities of rkvm's supported CPUID on this host.
+fn host_caps() -> Result<GuestCaps> {
+    if let Some(c) = HOST_CAPS.copy() {
+        return Ok(c);
+    }
+    let c = GuestCaps::from_entries(&supported()?);
+    HOST_CAPS.populate(c);
+    Ok(c)
+}
+
 impl Policy {
     /// The policy for a guest with CPUID table `guest`.
     pub(crate) fn new(guest: &[Entry]) -> Result<Self> {
-        let host = GuestCaps::from_entries(&supported()?);
+        let host = host_caps()?;
         Ok(Self {
             caps: GuestCaps::from_entries(guest).intersect(&host),
             host_cr4: !x86::cr4_reserved_bits(&host),

@@ -37,7 +37,6 @@ pub(crate) struct Vm<B: Backend> {
     /// The VMM's address space, where pins are charged.
     pins: PinAccount,
     /// The memory slots, as vCPUs see them.
-    #[pin]
     slots: SrcuBox<SlotTable>,
     /// Held by whoever changes the slots or reads a dirty log (KVM's
     /// `slots_lock`).
@@ -71,7 +70,7 @@ impl<B: Backend> Vm<B> {
         Arc::pin_init(
             try_pin_init!(Self {
                 pins,
-                slots <- SrcuBox::new(KBox::new(SlotTable::empty(), GFP_KERNEL_ACCOUNT)?),
+                slots: SrcuBox::new(KBox::new(SlotTable::empty(), GFP_KERNEL_ACCOUNT)?),
                 slots_lock <- new_mutex!(()),
                 mmu <- new_mutex!(mmu),
                 vcpus <- new_mutex!(KVec::new()),

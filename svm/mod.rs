@@ -194,7 +194,6 @@ impl SvmHost {
             _shared: shared,
         })
     }
-
 }
 
 /// SVM's per-CPU hooks.

@@ -129,7 +129,10 @@ impl SvmVcpu {
     }
 
     fn next_rip(&self) -> Option<u64> {
-        self.shared.features.nrips.then_some(self.vmcb.control.next_rip)
+        self.shared
+            .features
+            .nrips
+            .then_some(self.vmcb.control.next_rip)
     }
 
     fn seg(&self, s: Sreg) -> &VmcbSeg {

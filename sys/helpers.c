@@ -17,6 +17,7 @@
 #include <linux/sched.h>
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
+#include <linux/srcu.h>
 #include <linux/vmstat.h>
 #include <asm/debugreg.h>
 #include <asm/fpu/api.h>
@@ -91,6 +92,28 @@ bool rkvm_exit_requested(void)
 void rkvm_wrmsr(u32 msr, u64 val)
 {
 	wrmsrq(msr, val);
+}
+
+/*
+ * The SRCU domain of every VM's slot table: one for the module (KVM has one
+ * per VM), so that creating a VM sets none up. Readers of one VM's table
+ * delay only writers' grace periods, never each other.
+ */
+DEFINE_STATIC_SRCU(rkvm_srcu);
+
+int rkvm_srcu_read_lock(void)
+{
+	return srcu_read_lock(&rkvm_srcu);
+}
+
+void rkvm_srcu_read_unlock(int idx)
+{
+	srcu_read_unlock(&rkvm_srcu, idx);
+}
+
+void rkvm_srcu_synchronize(void)
+{
+	synchronize_srcu_expedited(&rkvm_srcu);
 }
 
 /* Zeroed, physically contiguous pages (2^order of them). */

@@ -53,5 +53,8 @@ void rkvm_write_dr7(unsigned long v);
 int rkvm_reboot_register(void (*cb)(void));
 void rkvm_reboot_unregister(void);
 u64 rkvm_page_huge_2m(struct page *page);
+int rkvm_srcu_read_lock(void);
+void rkvm_srcu_read_unlock(int idx);
+void rkvm_srcu_synchronize(void);
 
 #endif

@@ -104,9 +104,7 @@ pub(crate) fn read_user(addr: usize, out: &mut [u8]) -> Result {
 pub(crate) fn write_user(addr: usize, data: &[u8]) -> Result {
     // SAFETY: `data` is valid for `data.len()` bytes of reads; the helper
     // checks `addr` (`access_ok`) and recovers from faults.
-    let r = unsafe {
-        copy_to_user_nofault(addr as *mut c_void, data.as_ptr().cast(), data.len())
-    };
+    let r = unsafe { copy_to_user_nofault(addr as *mut c_void, data.as_ptr().cast(), data.len()) };
     if r == 0 {
         return Ok(());
     }
