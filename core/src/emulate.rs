@@ -615,7 +615,9 @@ impl<C: Cpu> Emu<'_, C> {
     /// BT/BTS/BTR/BTC (ModRM.reg-style `kind` 4-7) with a register or imm8 offset.
     fn bit_test(&mut self, kind: u8, offset: u64, reg_offset: bool) -> Step<()> {
         let size = self.insn.op_size;
-        let bits = u64::from(size) * 8;
+        // Operands are 2, 4 or 8 bytes; the floor keeps the divisions below
+        // free of a divide-by-zero path.
+        let bits = (u64::from(size) * 8).max(16);
         // A register offset into memory is signed and may leave the operand:
         // it selects the operand-sized word containing the bit.
         let mem = self.rm_linear(0)?.is_some();
