@@ -22,7 +22,8 @@ pub(crate) fn supported() -> Result<KVec<Entry>> {
         let r = cpu::cpuid(leaf, sub);
         [r.eax, r.ebx, r.ecx, r.edx]
     };
-    let n = cpuid::supported(host, &mut v).map_err(|_| E2BIG)?;
+    let xcr0 = cpu::host_xcr0().unwrap_or(0);
+    let n = cpuid::supported_with_xsave(host, xcr0, &mut v).map_err(|_| E2BIG)?;
     v.truncate(n);
     Ok(v)
 }
@@ -111,14 +112,8 @@ pub(crate) fn check_sregs(p: &Policy, s: &KvmSregs, apic_base_now: u64) -> Resul
 }
 
 /// What the guest's CPUID instruction returns.
-pub(crate) fn guest_cpuid(
-    guest: &[Entry],
-    leaf: u32,
-    sub: u32,
-    cr4: u64,
-    apic_base: u64,
-) -> [u32; 4] {
-    cpuid::emulate(guest, leaf, sub, &cpuid::Runtime { cr4, apic_base })
+pub(crate) fn guest_cpuid(guest: &[Entry], leaf: u32, sub: u32, rt: cpuid::Runtime) -> [u32; 4] {
+    cpuid::emulate(guest, leaf, sub, &rt)
 }
 
 /// A guest MOV to CR0 or CR4 under KVM's rules (`kvm_set_cr0/cr4`).

@@ -123,10 +123,15 @@ pub(crate) fn task_size() -> u64 {
     unsafe { rkvm_task_size() as u64 }
 }
 
+/// The host's XCR0 if it uses XSAVE (CPUID.1:ECX.OSXSAVE), else `None`.
+pub(crate) fn host_xcr0() -> Option<u64> {
+    (cpuid(1, 0).ecx & crate::cpuid::feature::OSXSAVE.mask != 0).then(xgetbv0)
+}
+
 /// XCR0 of this CPU (the host's enabled XSAVE features).
-pub(crate) fn xgetbv0() -> u64 {
-    // SAFETY: XGETBV(0) is valid whenever CR4.OSXSAVE is set, which
-    // callers check through CPUID.1:ECX.OSXSAVE first.
+fn xgetbv0() -> u64 {
+    // SAFETY: XGETBV(0) is valid whenever CR4.OSXSAVE is set, which the
+    // one caller, `host_xcr0`, checks through CPUID.1:ECX.OSXSAVE first.
     unsafe { rkvm_xgetbv0() }
 }
 

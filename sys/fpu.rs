@@ -19,9 +19,6 @@ extern "C" {
     fn rkvm_xsetbv0(xcr0: u64);
 }
 
-/// CPUID.1:ECX.OSXSAVE: the kernel enabled XSAVE.
-const CPUID_OSXSAVE: u32 = 1 << 27;
-
 /// One vCPU's FPU state, initialised to the architectural reset values.
 pub(crate) struct GuestFpu {
     area: Pages,
@@ -32,7 +29,7 @@ pub(crate) struct GuestFpu {
 impl GuestFpu {
     /// Allocates the save area for this CPU's XSAVE layout.
     pub(crate) fn new() -> Result<Self> {
-        let xcr0 = (cpu::cpuid(1, 0).ecx & CPUID_OSXSAVE != 0).then(cpu::xgetbv0);
+        let xcr0 = cpu::host_xcr0();
         let size = match xcr0 {
             Some(_) => cpu::cpuid(0xd, 0).ebx as usize,
             None => 512,

@@ -38,8 +38,27 @@ pub const KVM_MAX_CPUID_ENTRIES: usize = 256;
 /// (`cpuid_query_maxphyaddr`).
 pub const DEFAULT_MAXPHYADDR: u8 = 36;
 
-/// Largest basic leaf rkvm reports (leaf 0xD itself is left out: no XSAVE).
+/// Largest basic leaf rkvm reports.
 pub const MAX_BASIC_LEAF: u32 = 0xd;
+
+/// The XCR0 features rkvm offers a guest where the host has them: x87,
+/// SSE and AVX (KVM offers more: MPX, AVX-512, PKRU, AMX, which rkvm does
+/// not offer yet).
+pub const SUPPORTED_XCR0: u64 = 0x7;
+/// XCR0.AVX (YMM state).
+const XCR0_YMM: u64 = 1 << 2;
+/// The XSAVE area's legacy region and header, before any extended state.
+const XSAVE_BASE_SIZE: u32 = 512 + 64;
+/// Leaf 1 ECX: FMA, XSAVE, AVX, F16C.
+const CPUID_1_ECX_FMA: u32 = 1 << 12;
+const CPUID_1_ECX_XSAVE: u32 = 1 << 26;
+const CPUID_1_ECX_AVX: u32 = 1 << 28;
+const CPUID_1_ECX_F16C: u32 = 1 << 29;
+/// Leaf 7.0 EBX: AVX2.
+const CPUID_7_EBX_AVX2: u32 = 1 << 5;
+/// Leaf 0xD.1 EAX bits rkvm passes through: XSAVEOPT and XGETBV with
+/// ECX = 1 (not XSAVEC or XSAVES: no compacted format, no IA32_XSS).
+const SUPPORTED_D_1_EAX: u32 = (1 << 0) | (1 << 2);
 /// Largest extended leaf rkvm reports.
 pub const MAX_EXTENDED_LEAF: u32 = 0x8000_0008;
 
@@ -144,7 +163,6 @@ pub fn find_any(entries: &[Entry], function: u32) -> Option<&Entry> {
     entries.iter().find(|e| e.function == function)
 }
 
-#[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
 /// The registers of the entry for `function`/`index`, if there is one
 /// (an exact match as [`find`] defines it; no out-of-range fallback).
 pub fn lookup(entries: &[Entry], function: u32, index: u32) -> Option<[u32; 4]> {
@@ -168,6 +186,8 @@ pub fn vendor_is_amd(leaf0: &Entry) -> bool {
 /// The vCPU state behind CPUID's dynamic bits (`kvm_update_cpuid_runtime`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Runtime {
+    /// Guest XCR0 (leaf 0xD.0 EBX is the XSAVE size for it).
+    pub xcr0: u64,
     /// Guest CR4 (OSXSAVE and PKE are reflected in leaves 1 and 7).
     pub cr4: u64,
     /// `IA32_APIC_BASE` (the enable bit is reflected in leaf 1 EDX.APIC).
@@ -317,7 +337,20 @@ fn apply_runtime(entries: &[Entry], entry: &Entry, rt: &Runtime) -> [u32; 4] {
     if find(entries, 7, 0).is_some_and(|e| core::ptr::eq(e, entry)) {
         change(&mut r[ECX], feature::OSPKE.mask, rt.cr4 & CR4_PKE != 0);
     }
+    if find(entries, 0xd, 0).is_some_and(|e| core::ptr::eq(e, entry)) {
+        r[EBX] = xsave_size(|i| lookup(entries, 0xd, i), rt.xcr0);
+    }
     r
+}
+
+/// The size of a standard-format XSAVE area holding the state components
+/// of `xcr0`, from the leaf 0xD subleaves `leaf(i)` gives (EAX size, EBX
+/// offset): `xstate_required_size(xcr0, false)`.
+pub fn xsave_size(leaf: impl Fn(u32) -> Option<[u32; 4]>, xcr0: u64) -> u32 {
+    (2..63)
+        .filter(|i| xcr0 & (1 << i) != 0)
+        .filter_map(|i| leaf(i).map(|r| r[EBX] + r[EAX]))
+        .fold(XSAVE_BASE_SIZE, u32::max)
 }
 
 /// `get_out_of_range_cpuid_entry`: for a non-AMD guest, a function beyond
@@ -713,6 +746,8 @@ const NPT_MAX_GPA_BITS: u32 = 48;
 struct List<'a> {
     out: &'a mut [Entry],
     n: usize,
+    /// The XCR0 features offered (0: no XSAVE).
+    xcr0: u64,
 }
 
 impl List<'_> {
@@ -747,11 +782,37 @@ impl List<'_> {
 ///   always has the hypervisor bit (KVM's `EMULATED_F(HYPERVISOR)`);
 /// * no hypervisor leaves (0x4000_0000: rkvm has no PV features) and no
 ///   Centaur leaves (KVM lists them only on Centaur/Zhaoxin hosts).
+#[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
 pub fn supported(
     host: impl Fn(u32, u32) -> [u32; 4],
     out: &mut [Entry],
 ) -> Result<usize, TooSmall> {
-    let mut list = List { out, n: 0 };
+    supported_with_xsave(host, 0, out)
+}
+
+/// [`supported`] on a host that runs with XCR0 `host_xcr0` (0 if it does
+/// not use XSAVE): XSAVE and leaf 0xD are offered for the components of
+/// [`SUPPORTED_XCR0`] the host enabled, and AVX, AVX2, FMA and F16C where
+/// AVX is among them (KVM's leaf 0xD: EAX/EDX the components, EBX/ECX the
+/// area's size, subleaf 1 with XSAVEOPT/XGETBV1, one subleaf per
+/// component).
+pub fn supported_with_xsave(
+    host: impl Fn(u32, u32) -> [u32; 4],
+    host_xcr0: u64,
+    out: &mut [Entry],
+) -> Result<usize, TooSmall> {
+    let d0 = host(0xd, 0);
+    let host_has_xsave = host(1, 0)[ECX] & CPUID_1_ECX_XSAVE != 0;
+    let xcr0 = if host_has_xsave && host(0, 0)[EAX] >= 0xd {
+        host_xcr0 & SUPPORTED_XCR0 & (u64::from(d0[EAX]) | (u64::from(d0[EDX]) << 32))
+    } else {
+        0
+    };
+    let mut list = List {
+        out,
+        n: 0,
+        xcr0: if xcr0 & 1 != 0 { xcr0 } else { 0 },
+    };
 
     let leaf0 = host(0, 0);
     let max_basic = leaf0[EAX].min(MAX_BASIC_LEAF);
@@ -793,6 +854,12 @@ fn basic_leaf(
         1 => {
             let mut r = masked(1, 0, raw);
             r[ECX] |= feature::HYPERVISOR.mask;
+            if list.xcr0 != 0 {
+                r[ECX] |= raw[ECX] & CPUID_1_ECX_XSAVE;
+            }
+            if list.xcr0 & XCR0_YMM != 0 {
+                r[ECX] |= raw[ECX] & (CPUID_1_ECX_AVX | CPUID_1_ECX_FMA | CPUID_1_ECX_F16C);
+            }
             r
         }
         2 => raw,
@@ -810,14 +877,43 @@ fn basic_leaf(
         }
         6 => [bit(2), 0, 0, 0],
         7 => {
-            let r = masked(7, 0, raw);
+            let mut r = masked(7, 0, raw);
+            if list.xcr0 & XCR0_YMM != 0 {
+                r[EBX] |= raw[EBX] & CPUID_7_EBX_AVX2;
+            }
             [0, r[EBX], r[ECX], r[EDX]]
         }
         0xb => [0, 0, 0, raw[EDX]],
-        0xd => return Ok(()),
+        0xd => return xsave_leaves(host, list),
         _ => [0; 4],
     };
     list.push(Entry::new(function, 0, regs))
+}
+
+/// Leaf 0xD for the XCR0 features offered: nothing without XSAVE.
+fn xsave_leaves(host: &impl Fn(u32, u32) -> [u32; 4], list: &mut List<'_>) -> Result<(), TooSmall> {
+    let xcr0 = list.xcr0;
+    if xcr0 == 0 {
+        return Ok(());
+    }
+    let size = xsave_size(|i| Some(host(0xd, i)), xcr0);
+    list.push(Entry::new(
+        0xd,
+        0,
+        [xcr0 as u32, size, size, (xcr0 >> 32) as u32],
+    ))?;
+    list.push(Entry::new(
+        0xd,
+        1,
+        [host(0xd, 1)[EAX] & SUPPORTED_D_1_EAX, 0, 0, 0],
+    ))?;
+    for i in 2..63 {
+        if xcr0 & (1 << i) != 0 {
+            let r = host(0xd, i);
+            list.push(Entry::new(0xd, i, [r[EAX], r[EBX], r[ECX], 0]))?;
+        }
+    }
+    Ok(())
 }
 
 fn extended_leaf(
@@ -897,6 +993,7 @@ mod tests {
     }
 
     const RT: Runtime = Runtime {
+        xcr0: 1,
         cr4: 0,
         apic_base: 0,
     };
@@ -1053,6 +1150,7 @@ mod tests {
         assert_eq!(r[2] & feature::OSXSAVE.mask, 0);
         assert_eq!(r[3] & feature::APIC.mask, 0);
         let rt = Runtime {
+            xcr0: 1,
             cr4: CR4_OSXSAVE,
             apic_base: 0xfee0_0900,
         };
@@ -1065,6 +1163,7 @@ mod tests {
     fn leaf7_ospke_follows_cr4_pke() {
         let t = intel_table();
         let rt = Runtime {
+            xcr0: 1,
             cr4: CR4_PKE,
             apic_base: 0,
         };
@@ -1078,6 +1177,7 @@ mod tests {
     fn redirect_to_leaf1_sees_dynamic_bits() {
         let t = [leaf0(1, INTEL), e(1, 0, 0, [0, 0, 0, 0])];
         let rt = Runtime {
+            xcr0: 1,
             cr4: 0,
             apic_base: APIC_BASE_ENABLE,
         };
@@ -1184,6 +1284,64 @@ mod tests {
         let mut out = [Entry::default(); KVM_MAX_CPUID_ENTRIES];
         let n = supported(zen_host, &mut out).unwrap();
         out[..n].to_vec()
+    }
+
+    // A host whose XSAVE components are x87, SSE, AVX and AVX-512.
+    fn xsave_host(leaf: u32, sub: u32) -> [u32; 4] {
+        match (leaf, sub) {
+            (1, _) => {
+                let r = zen_host(1, 0);
+                [r[0], r[1], r[2] | (1 << 26) | (1 << 27) | (1 << 28), r[3]]
+            }
+            (7, 0) => [1, 0x219c_97a9 | (1 << 5), 0x0040_068c, 0x10],
+            (0xd, 0) => [0xe7, 0x980, 0x988, 0],
+            (0xd, 1) => [0xf, 0x980, 0, 0],
+            (0xd, 2) => [0x100, 0x240, 0, 0],
+            (0xd, 5) => [0x40, 0x340, 0, 0],
+            (0xd, 6) => [0x200, 0x380, 0, 0],
+            (0xd, 7) => [0x400, 0x580, 0, 0],
+            _ => zen_host(leaf, sub),
+        }
+    }
+
+    // __do_cpuid_func case 0xd: the offered components, their size, one
+    // subleaf each; XSAVE and AVX in leaf 1 only with them.
+    #[test]
+    fn supported_offers_xsave_for_the_host_xcr0_it_enabled() {
+        let mut out = [Entry::default(); KVM_MAX_CPUID_ENTRIES];
+        let n = supported_with_xsave(xsave_host, 0xe7, &mut out).unwrap();
+        let l = &out[..n];
+        let d: Vec<&Entry> = l.iter().filter(|e| e.function == 0xd).collect();
+        assert_eq!(d.len(), 3);
+        assert_eq!(d[0].regs(), [0x7, 0x340, 0x340, 0]);
+        assert_eq!(d[1].regs(), [0x5, 0, 0, 0]);
+        assert_eq!((d[2].index, d[2].regs()), (2, [0x100, 0x240, 0, 0]));
+        let ecx = l[1].ecx;
+        assert_ne!(ecx & (1 << 26), 0);
+        assert_ne!(ecx & (1 << 28), 0);
+        assert_eq!(ecx & (1 << 27), 0, "OSXSAVE is dynamic");
+        let l7 = l.iter().find(|e| e.function == 7).unwrap();
+        assert_ne!(l7.ebx & (1 << 5), 0);
+        // A host that keeps AVX off in XCR0 gets no AVX and a smaller area.
+        let n = supported_with_xsave(xsave_host, 0x3, &mut out).unwrap();
+        let l = &out[..n];
+        let d0 = l.iter().find(|e| e.function == 0xd).unwrap();
+        assert_eq!(d0.regs(), [0x3, 0x240, 0x240, 0]);
+        assert_eq!(l[1].ecx & (1 << 28), 0);
+        // Without XSAVE in use, nothing of it.
+        let n = supported_with_xsave(xsave_host, 0, &mut out).unwrap();
+        assert!(out[..n].iter().all(|e| e.function != 0xd));
+    }
+
+    // kvm_update_cpuid_runtime: 0xD.0 EBX is the size for the guest's XCR0.
+    #[test]
+    fn leaf_d_ebx_follows_guest_xcr0() {
+        let mut out = [Entry::default(); KVM_MAX_CPUID_ENTRIES];
+        let n = supported_with_xsave(xsave_host, 0x7, &mut out).unwrap();
+        let t = &out[..n];
+        let rt = |xcr0| Runtime { xcr0, ..RT };
+        assert_eq!(emulate(t, 0xd, 0, &rt(1))[1], 0x240);
+        assert_eq!(emulate(t, 0xd, 0, &rt(7))[1], 0x340);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::{
 use crate::{
     addr::{Gpa, Gva},
     backend::{ArchVcpu, Backend, Entry, Exit},
+    cpuid,
     decode::{self, Insn, Segment},
     guest_cpuid,
     memory::MemOnce,
@@ -206,13 +207,12 @@ impl<B: Backend> Vcpu<B> {
             Exit::Cpuid { next_rip } => {
                 let leaf = inner.gpr(0) as u32;
                 let sub = inner.gpr(1) as u32;
-                let [a, b, c, d] = guest_cpuid::guest_cpuid(
-                    &inner.cpuid,
-                    leaf,
-                    sub,
-                    inner.arch.cr4(),
-                    inner.state.apic_base,
-                );
+                let rt = cpuid::Runtime {
+                    xcr0: inner.state.xcr0,
+                    cr4: inner.arch.cr4(),
+                    apic_base: inner.state.apic_base,
+                };
+                let [a, b, c, d] = guest_cpuid::guest_cpuid(&inner.cpuid, leaf, sub, rt);
                 inner.set_gpr(0, u64::from(a));
                 inner.set_gpr(3, u64::from(b));
                 inner.set_gpr(1, u64::from(c));
