@@ -300,6 +300,17 @@ impl<B: Backend> Vm<B> {
     }
 }
 
+/// A slot request from either version of the ioctl's struct.
+fn request(slot: u32, flags: u32, gpa: u64, size: u64, hva: u64) -> memslot::Request {
+    memslot::Request {
+        slot,
+        flags,
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: hva,
+    }
+}
+
 /// Writes `kvm-vcpu:<id>` and a NUL into `buf`; returns the NUL's index.
 fn fmt_name(buf: &mut [u8; 24], id: usize) -> usize {
     let prefix = b"kvm-vcpu:";
@@ -334,23 +345,23 @@ impl<B: Backend> AnonFile for Vm<B> {
                 if r.flags & !(memslot::KVM_MEM_LOG_DIRTY_PAGES | memslot::KVM_MEM_READONLY) != 0 {
                     return Err(EINVAL);
                 }
-                this.set_memory_region(memslot::Request {
-                    slot: r.slot,
-                    flags: r.flags,
-                    guest_phys_addr: r.guest_phys_addr,
-                    memory_size: r.memory_size,
-                    userspace_addr: r.userspace_addr,
-                })
+                this.set_memory_region(request(
+                    r.slot,
+                    r.flags,
+                    r.guest_phys_addr,
+                    r.memory_size,
+                    r.userspace_addr,
+                ))
             }
             abi::KVM_SET_USER_MEMORY_REGION2 => {
                 let r: KvmUserspaceMemoryRegion2 = uaccess::read(arg)?;
-                this.set_memory_region(memslot::Request {
-                    slot: r.slot,
-                    flags: r.flags,
-                    guest_phys_addr: r.guest_phys_addr,
-                    memory_size: r.memory_size,
-                    userspace_addr: r.userspace_addr,
-                })
+                this.set_memory_region(request(
+                    r.slot,
+                    r.flags,
+                    r.guest_phys_addr,
+                    r.memory_size,
+                    r.userspace_addr,
+                ))
             }
             // SVM needs neither a real-mode TSS nor an identity map; KVM
             // accepts and ignores them there too, with the same checks.

@@ -24,7 +24,6 @@ impl<B: Backend> Vcpu<B> {
         io: IoExit,
     ) -> Result<Flow> {
         let size = usize::from(io.size);
-        let page_off = abi::PIO_PAGE_OFFSET * 4096;
         if !io.string {
             let rip = inner.arch.rip();
             if !io.input {
@@ -41,17 +40,7 @@ impl<B: Backend> Vcpu<B> {
                     };
                 }
             }
-            inner.staging.set_io(
-                if io.input {
-                    uapi::KVM_EXIT_IO_IN
-                } else {
-                    uapi::KVM_EXIT_IO_OUT
-                },
-                io.size,
-                io.port,
-                1,
-                page_off,
-            );
+            set_io_exit(inner, &io, 1);
             if io.input {
                 inner.pending = Pending::IoIn { io, count: 1, rip };
             }
@@ -95,17 +84,7 @@ impl<B: Backend> Vcpu<B> {
             let rip = inner.arch.rip();
             inner.pending = Pending::IoIn { io, count, rip };
         }
-        inner.staging.set_io(
-            if io.input {
-                uapi::KVM_EXIT_IO_IN
-            } else {
-                uapi::KVM_EXIT_IO_OUT
-            },
-            io.size,
-            io.port,
-            count,
-            page_off,
-        );
+        set_io_exit(inner, &io, count);
         Ok(Flow::User)
     }
 
@@ -161,6 +140,18 @@ impl<B: Backend> Vcpu<B> {
         // exits with the next chunk.
         Ok(Flow::Resume)
     }
+}
+
+/// Fills in `KVM_EXIT_IO` for `count` iterations of `io`, data in the PIO
+/// page.
+fn set_io_exit<B: Backend>(inner: &mut Inner<B>, io: &IoExit, count: u32) {
+    let dir = if io.input {
+        uapi::KVM_EXIT_IO_IN
+    } else {
+        uapi::KVM_EXIT_IO_OUT
+    };
+    let page_off = abi::PIO_PAGE_OFFSET * 4096;
+    inner.staging.set_io(dir, io.size, io.port, count, page_off);
 }
 
 fn addr_mask(addr_size: u8) -> u64 {
