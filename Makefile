@@ -52,6 +52,7 @@ help:
 	@echo 'Variables: KDIR=<built kernel tree> (QEMU leg only), EXTRA_TESTS=<dir of'
 	@echo '           test binaries>, RKVM_CACHE=<cache dir, default ~/.cache/rkvm>,'
 	@echo '           BOCHS=0|1 (default 1), VENDOR=amd|intel (make run),'
+	@echo '           VM_LEGS=kvm,module,rkvm, VM_TESTS=a_test,b_test (scripts/vm),'
 	@echo '           BOCHS_LEGS, BOCHS_TESTS, BOCHS_SCALE, BOCHS_CPU, BOCHS_MEGS,'
 	@echo '           BOCHS_TIMEOUT (scripts/bochs; Documentation/testing.rst)'
 
