@@ -1,25 +1,17 @@
 //! Pure-logic core of rkvm, shared by the kernel module and host tests.
 //!
 //! Every file here is `#![no_std]`-clean, uses only `core` (no `alloc`, no
-//! crates), and has no `unsafe`. The kernel module compiles the same files with
-//!
-//! ```text
-//! #[allow(unreachable_pub, dead_code)]
-//! #[path = "core/src/decode.rs"]
-//! mod decode;
-//! #[allow(unreachable_pub, dead_code)]
-//! #[path = "core/src/emulate.rs"]
-//! mod emulate;
-//! #[allow(unreachable_pub, dead_code)]
-//! #[path = "core/src/paging.rs"]
-//! mod paging;
-//! ```
-//!
-//! (items are `pub` so that host tests and the fuzz target can reach them;
-//! inside the module they are private, hence the `allow`s.)
+//! crates), and has no `unsafe`. The kernel module compiles the same files as
+//! one module block (`mod logic` in `rust/rkvm_main.rs`, `#[path]` on the
+//! block, a `pub(crate) mod` line per file). Items are `pub` so that host
+//! tests and the fuzz targets can reach them; inside the module the block
+//! allows `unreachable_pub`, and each item the module does not use carries
+//! `#[cfg_attr(rkvm_module, expect(dead_code))]` so that unused code surfaces.
 //!
 //! Dependencies between files:
 //!
+//! * `addr.rs` — self-contained: the guest address types (`Gpa`, `Gva`,
+//!   `Hva`, `Gfn`).
 //! * `cpuid.rs` — self-contained. The CPUID `Entry` table with KVM's
 //!   `lookup`/`find`, `emulate` (what the guest's CPUID returns, with the
 //!   Intel out-of-range fallback), `GuestCaps::from_entries`, and
@@ -36,6 +28,8 @@
 //!   typed field encodings, control bits and their computation from the
 //!   capability MSRs (`Config::compute`), EPT entries, exit reasons and
 //!   exit-qualification decoding.
+//! * `msr.rs` — uses `super::cpuid` and `super::x86`. MSR numbers and KVM's
+//!   rules for the MSRs generic code keeps (EFER, MISC_ENABLE, TSC_AUX, XCR0).
 //! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
 //!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
 //! * `x86.rs` — uses `super::cpuid::GuestCaps`, so it must be a sibling of
