@@ -4,8 +4,8 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDirtyLog, KvmMsrsHeader, KvmRegs, KvmSregs, KvmUserspaceMemoryRegion,
-    KvmUserspaceMemoryRegion2,
+    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmMsrsHeader, KvmRegs, KvmSregs,
+    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -36,10 +36,18 @@ pub(crate) const KVM_GET_REGS: u32 = _IOR::<KvmRegs>(KVMIO, 0x81);
 pub(crate) const KVM_SET_REGS: u32 = _IOW::<KvmRegs>(KVMIO, 0x82);
 pub(crate) const KVM_GET_SREGS: u32 = _IOR::<KvmSregs>(KVMIO, 0x83);
 pub(crate) const KVM_SET_SREGS: u32 = _IOW::<KvmSregs>(KVMIO, 0x84);
+pub(crate) const KVM_INTERRUPT: u32 = _IOW::<u32>(KVMIO, 0x86);
 pub(crate) const KVM_GET_MSRS: u32 = _IOWR::<KvmMsrsHeader>(KVMIO, 0x88);
 pub(crate) const KVM_SET_MSRS: u32 = _IOW::<KvmMsrsHeader>(KVMIO, 0x89);
 pub(crate) const KVM_SET_CPUID2: u32 = _IOW::<KvmCpuid2Header>(KVMIO, 0x90);
 pub(crate) const KVM_GET_CPUID2: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x91);
+pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
+pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<KvmVcpuEvents>(KVMIO, 0x9f);
+pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<KvmVcpuEvents>(KVMIO, 0xa0);
+pub(crate) const KVM_GET_DEBUGREGS: u32 = _IOR::<KvmDebugregs>(KVMIO, 0xa1);
+pub(crate) const KVM_SET_DEBUGREGS: u32 = _IOW::<KvmDebugregs>(KVMIO, 0xa2);
+pub(crate) const KVM_GET_XCRS: u32 = _IOR::<KvmXcrs>(KVMIO, 0xa6);
+pub(crate) const KVM_SET_XCRS: u32 = _IOW::<KvmXcrs>(KVMIO, 0xa7);
 
 /// `KVM_X86_DEFAULT_VM`: the only VM type rkvm creates.
 pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
@@ -56,9 +64,13 @@ const KVM_CAP_EXT_CPUID: usize = 7;
 const KVM_CAP_NR_VCPUS: usize = 9;
 const KVM_CAP_NR_MEMSLOTS: usize = 10;
 const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: usize = 21;
+const KVM_CAP_USER_NMI: usize = 22;
 const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
 const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
+const KVM_CAP_DEBUGREGS: usize = 50;
+const KVM_CAP_XCRS: usize = 56;
 const KVM_CAP_INTERNAL_ERROR_DATA: usize = 40;
+const KVM_CAP_VCPU_EVENTS: usize = 41;
 const KVM_CAP_MAX_VCPUS: usize = 66;
 const KVM_CAP_READONLY_MEM: usize = 81;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
@@ -74,15 +86,20 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_SET_TSS_ADDR
         | KVM_CAP_EXT_CPUID
         | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        | KVM_CAP_USER_NMI
         | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
         | KVM_CAP_SET_IDENTITY_MAP_ADDR
+        | KVM_CAP_DEBUGREGS
         | KVM_CAP_INTERNAL_ERROR_DATA
+        | KVM_CAP_VCPU_EVENTS
         | KVM_CAP_READONLY_MEM
         | KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_IMMEDIATE_EXIT
         | KVM_CAP_USER_MEMORY2 => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
+        // As KVM: only where the host has XSAVE.
+        KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         KVM_CAP_NR_MEMSLOTS => crate::memslot::USER_MEM_SLOTS as isize,
         _ => 0,

@@ -17,6 +17,7 @@ use crate::{
     addr::Gpa,
     cpuid::GuestCaps,
     decode::{self, Segment},
+    events::Event,
     mmu::Format,
     sys::cpu::NoIrq,
     uapi::{KvmDtable, KvmSegment},
@@ -170,13 +171,14 @@ pub(crate) trait ArchVcpu: Send + Sized + Unpin + 'static {
     fn switch(&mut self, s: &mut VcpuState, irq: &NoIrq<'_>) -> Result;
 
     /// Step 3: reads back what the guest changed into `s` and says why it
-    /// stopped. An event whose delivery the exit interrupted is queued
-    /// again for the next entry.
+    /// stopped (the generic side then asks for
+    /// [`ArchVcpu::interrupted_event`]).
     fn complete(&mut self, s: &mut VcpuState) -> Exit;
 
     /// RIP.
     fn rip(&self) -> u64;
-    /// Sets RIP (skipping an instruction ends an STI/MOV SS shadow).
+    /// Sets RIP (the caller ends the interrupt shadow where an
+    /// instruction completed).
     fn set_rip(&mut self, v: u64);
     /// RFLAGS.
     fn rflags(&self) -> u64;
@@ -219,9 +221,27 @@ pub(crate) trait ArchVcpu: Send + Sized + Unpin + 'static {
     fn dr6(&self) -> u64;
     /// Sets DR6 (the caller fixed its reserved bits).
     fn set_dr6(&mut self, v: u64);
-    /// Queues a hardware exception for the next entry (the caller dropped
-    /// the error code where the architecture pushes none).
-    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    /// The event to deliver at the next entry (SVM EVENTINJ, VT-x VM-entry
+    /// interruption information), or none; called before every entry.
+    /// Injecting an NMI blocks NMIs until the guest's IRET.
+    fn set_event(&mut self, e: Option<&Event>);
+    /// After `complete`: the event whose delivery the exit interrupted
+    /// (EXITINTINFO, IDT-vectoring information), or the one set for an
+    /// entry that never reached the guest. Software events are left out:
+    /// their instruction runs again.
+    fn interrupted_event(&mut self) -> Option<Event>;
+    /// The interrupt shadow, as `KVM_X86_SHADOW_INT_*` bits.
+    fn interrupt_shadow(&self) -> u8;
+    /// Sets the interrupt shadow (0 ends it).
+    fn set_interrupt_shadow(&mut self, shadow: u8);
+    /// NMIs are blocked (an NMI handler runs until its IRET).
+    fn nmi_masked(&self) -> bool;
+    /// Blocks or unblocks NMIs.
+    fn set_nmi_masked(&mut self, masked: bool);
+    /// Whether the next entry must exit as soon as the guest can take a
+    /// maskable interrupt (`irq`) or an NMI (`nmi`); called before every
+    /// entry. Such an exit is [`Exit::Resume`].
+    fn set_windows(&mut self, irq: bool, nmi: bool);
     /// Reads an MSR the VMCB/VMCS holds (segment bases, SYSCALL and
     /// SYSENTER MSRs): `None` if the vendor holds no such MSR.
     fn get_msr(&self, msr: u32) -> Option<u64>;

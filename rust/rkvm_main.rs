@@ -31,6 +31,7 @@ mod logic {
     pub(crate) mod cpuid;
     pub(crate) mod decode;
     pub(crate) mod emulate;
+    pub(crate) mod events;
     pub(crate) mod memslot;
     pub(crate) mod msr;
     pub(crate) mod paging;
@@ -39,7 +40,7 @@ mod logic {
     pub(crate) mod vmcs;
     pub(crate) mod x86;
 }
-use logic::{addr, cpuid, decode, emulate, memslot, msr, paging, uapi, vmcb, vmcs, x86};
+use logic::{addr, cpuid, decode, emulate, events, memslot, msr, paging, uapi, vmcb, vmcs, x86};
 
 use backend::Backend;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

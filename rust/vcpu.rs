@@ -4,15 +4,16 @@
 //! generic vCPU state and its RESET values, and the vCPU ioctls.
 //!
 //! The concerns live in `vcpu/`: the run loop and exit dispatch
-//! (`run.rs`), port IO (`pio.rs`), MMIO and the instruction emulator
-//! (`mmio.rs`), the register and CPUID ioctls (`regs.rs`) and the MSRs
-//! (`msr.rs`).
+//! (`run.rs`), event injection and the event ioctls (`events.rs`), port IO
+//! (`pio.rs`), MMIO and the instruction emulator (`mmio.rs`), the register
+//! and CPUID ioctls (`regs.rs`) and the MSRs (`msr.rs`).
 
 use crate::{
     abi,
     backend::{ArchVcpu, Backend, Dtable, Sreg, VcpuState},
     cpuid,
     decode::{Insn, Mode, Segment, Vendor},
+    events::Events,
     guest_cpuid::Policy,
     memory::Paging,
     sys::{cpu, file::AnonFile, fpu::GuestFpu, mem::Pages, uaccess},
@@ -27,6 +28,7 @@ use kernel::{
     sync::{Arc, ArcBorrow, Mutex},
 };
 
+mod events;
 mod mmio;
 mod msr;
 mod pio;
@@ -36,7 +38,7 @@ mod run;
 use mmio::Frags;
 
 /// Offsets in `struct kvm_run` (asserted in core/src/uapi.rs).
-const RUN_IMMEDIATE_EXIT: usize = 1;
+const RUN_REQUEST_INTERRUPT_WINDOW: usize = 0;
 const RUN_OUT_START: usize = 8;
 /// The exit union's offset.
 const RUN_EXIT: usize = 32;
@@ -44,10 +46,7 @@ const RUN_CR8: usize = 16;
 const RUN_VALID_REGS: usize = 288;
 const RUN_MMIO_DATA: usize = 40;
 
-/// Exception vectors rkvm injects.
-const UD_VECTOR: u8 = 6;
-const GP_VECTOR: u8 = 13;
-const PF_VECTOR: u8 = 14;
+use crate::events::{GP_VECTOR, PF_VECTOR, UD_VECTOR};
 
 /// What the next `KVM_RUN` must finish before entering the guest.
 enum Pending {
@@ -89,6 +88,10 @@ struct Inner<B: Backend> {
     state: VcpuState,
     /// The guest's FPU/SSE/AVX registers.
     fpu: GuestFpu,
+    /// Exceptions, the interrupt and NMIs owed to the guest.
+    events: Events,
+    /// An exception came on top of a #DF: the next entry is a shutdown.
+    triple_fault: bool,
     pending: Pending,
     /// The exit fields to publish in `kvm_run` (header and exit union).
     staging: KBox<KvmRun>,
@@ -144,6 +147,8 @@ impl<B: Backend> Vcpu<B> {
             arch: B::Vcpu::new()?,
             state: VcpuState::default(),
             fpu: GuestFpu::new()?,
+            events: Events::default(),
+            triple_fault: false,
             pending: Pending::None,
             staging: KBox::new(KvmRun::default(), GFP_KERNEL_ACCOUNT)?,
             cpuid: KVec::new(),
@@ -271,13 +276,6 @@ impl<B: Backend> Inner<B> {
         )
     }
 
-    /// Queues an exception, as KVM's `kvm_queue_exception(_e)`: real-mode
-    /// exceptions push no error code, so none is delivered there.
-    fn queue_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        let error_code = error_code.filter(|_| self.arch.cr0() & CR0_PE != 0);
-        self.arch.inject_exception(vector, error_code);
-    }
-
     /// `KVM_GET_REGS`.
     fn regs(&self) -> KvmRegs {
         KvmRegs::from_gprs(&self.state.gprs, self.arch.rip(), self.arch.rflags())
@@ -285,6 +283,8 @@ impl<B: Backend> Inner<B> {
 
     /// `KVM_SET_REGS`.
     fn set_regs(&mut self, r: &KvmRegs) {
+        // As KVM's __set_regs: a pending exception belonged to the old RIP.
+        self.events.exception.pending = false;
         self.state.gprs = r.gprs();
         self.arch.set_rip(r.rip);
         self.arch.set_rflags(r.rflags);
@@ -312,8 +312,18 @@ impl<B: Backend> Inner<B> {
             cr8: self.state.cr8,
             efer: a.efer(),
             apic_base: self.state.apic_base,
-            interrupt_bitmap: [0; 4],
+            interrupt_bitmap: self.interrupt_bitmap(),
         }
+    }
+
+    /// `kvm_sregs.interrupt_bitmap`: the queued external interrupt's bit.
+    fn interrupt_bitmap(&self) -> [u64; 4] {
+        let mut b = [0u64; 4];
+        let i = &self.events.interrupt;
+        if i.injected && !i.soft {
+            b[usize::from(i.vector / 64)] |= 1 << (i.vector % 64);
+        }
+        b
     }
 
     /// Loads special registers `KVM_SET_SREGS` validated.
@@ -342,6 +352,20 @@ impl<B: Backend> Inner<B> {
         a.set_efer(r.efer);
         self.state.cr8 = r.cr8;
         self.state.apic_base = r.apic_base;
+        // The lowest set bit of the bitmap is queued, as KVM does without
+        // an in-kernel irqchip.
+        if let Some((w, bits)) = r
+            .interrupt_bitmap
+            .iter()
+            .enumerate()
+            .find(|(_, b)| **b != 0)
+        {
+            self.events.interrupt = crate::events::Interrupt {
+                injected: true,
+                vector: (w * 64) as u8 + bits.trailing_zeros() as u8,
+                soft: false,
+            };
+        }
     }
 }
 
@@ -372,6 +396,14 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_SET_MSRS => v.msrs(arg, true),
             abi::KVM_SET_CPUID2 => v.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => v.get_cpuid2(arg),
+            abi::KVM_INTERRUPT => v.interrupt(arg),
+            abi::KVM_NMI => v.nmi(),
+            abi::KVM_GET_VCPU_EVENTS => v.get_events(arg),
+            abi::KVM_SET_VCPU_EVENTS => v.set_events(arg),
+            abi::KVM_GET_DEBUGREGS => v.get_debugregs(arg),
+            abi::KVM_SET_DEBUGREGS => v.set_debugregs(arg),
+            abi::KVM_GET_XCRS => v.get_xcrs(arg),
+            abi::KVM_SET_XCRS => v.set_xcrs(arg),
             // KVM's default for unknown vCPU ioctls on x86.
             _ => Err(EINVAL),
         }

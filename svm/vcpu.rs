@@ -9,6 +9,7 @@ use crate::{
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
     cpuid::GuestCaps,
     decode::Segment,
+    events::{self, Event, AC_VECTOR, DB_VECTOR, SHADOW_MOV_SS, SHADOW_STI},
     msr,
     sys::{
         cpu::{self, NoIrq},
@@ -17,7 +18,7 @@ use crate::{
     },
     uapi::{KvmDtable, KvmSegment},
     vmcb::{exit, intercept, SegAttr, Vmcb, VmcbSeg},
-    x86::{self, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_SVME},
+    x86::{self, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_SVME, RFLAGS_RF, RFLAGS_TF},
 };
 use core::sync::atomic::Ordering;
 use kernel::{prelude::*, sync::Arc};
@@ -31,6 +32,12 @@ const V_INTR_MASKING: u32 = 1 << 24;
 /// VMCB int_ctl: the guest's TPR (CR8), which guest MOV to/from CR8 uses
 /// under V_INTR_MASKING.
 const V_TPR_MASK: u32 = 0xf;
+/// VMCB int_ctl: a virtual interrupt is pending (V_IRQ), and its
+/// priority field (V_INTR_PRIO).
+const V_IRQ: u32 = 1 << 8;
+const V_INTR_PRIO_MASK: u32 = 0xf << 16;
+/// VMCB int_state: the guest is in an interrupt shadow.
+const INT_SHADOW: u32 = 1;
 /// VMCB misc_ctl: nested paging enable.
 const NP_ENABLE: u64 = 1;
 
@@ -42,11 +49,6 @@ const WRITE_DR15: u64 = 0x3f;
 const NOT_RUN: u64 = exit::INVALID - 1;
 /// Exception vectors.
 const UD_VECTOR: u8 = 6;
-/// EVENTINJ: valid, type exception, error code valid.
-const EVTINJ_VALID: u32 = 1 << 31;
-const EVTINJ_TYPE_EXEPT: u32 = 3 << 8;
-const EVTINJ_TYPE_SOFT: u32 = 4 << 8;
-const EVTINJ_VALID_ERR: u32 = 1 << 11;
 
 /// MSRs the guest reads and writes directly: they are in the VMCB and
 /// switched by VMLOAD/VMSAVE or VMRUN.
@@ -80,6 +82,16 @@ pub(crate) struct SvmVcpu {
     /// `TSC_AUX` (set by `prepare`).
     host_vmcb: u64,
     host_tsc_aux: u64,
+    /// NMIs are blocked: SVM does not track it for an injected NMI, so
+    /// rkvm does, and intercepts IRET to learn when it ends (as KVM
+    /// without vNMI).
+    nmi_masked: bool,
+    /// IRET was intercepted at this RIP: NMIs unblock once the guest has
+    /// moved past it.
+    iret_rip: Option<u64>,
+    /// The guest is single-stepped to reach an NMI window; its own TF and
+    /// RF, to put back after the step.
+    nmi_step: Option<u64>,
 }
 
 impl SvmVcpu {
@@ -135,6 +147,12 @@ impl SvmVcpu {
             .then_some(self.vmcb.control.next_rip)
     }
 
+    fn clear_vintr(&mut self) {
+        let c = &mut self.vmcb.control;
+        c.clear_intercept(intercept::VINTR);
+        c.int_ctl &= !(V_IRQ | V_INTR_PRIO_MASK);
+    }
+
     fn seg(&self, s: Sreg) -> &VmcbSeg {
         let v = &self.vmcb.save;
         match s {
@@ -164,7 +182,7 @@ impl SvmVcpu {
     }
 
     #[inline]
-    fn decode_exit(&self) -> Exit {
+    fn decode_exit(&mut self) -> Exit {
         let c = &self.vmcb.control;
         let code = c.exit_code;
         let info1 = c.exit_info_1;
@@ -172,6 +190,37 @@ impl SvmVcpu {
         let next_rip = self.next_rip();
         match code {
             exit::INTR | exit::NMI | exit::SMI | exit::INIT => Exit::Resume,
+            // The interrupt window is open; the generic side injects.
+            exit::VINTR => {
+                self.clear_vintr();
+                Exit::Resume
+            }
+            // The NMI handler returns: NMIs unblock after this IRET.
+            exit::IRET => {
+                self.vmcb.control.clear_intercept(intercept::IRET);
+                self.iret_rip = Some(self.vmcb.save.rip);
+                Exit::Resume
+            }
+            c if c == exit::EXCP_BASE + u64::from(AC_VECTOR) => Exit::Exception {
+                vector: AC_VECTOR,
+                error_code: Some(info1 as u32),
+            },
+            c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => {
+                if let Some(flags) = self.nmi_step.take() {
+                    // rkvm's single step: put back the guest's TF and RF
+                    // (a #DB of the guest's own TF is lost, as in KVM).
+                    let keep = flags & (RFLAGS_TF | RFLAGS_RF);
+                    let r = self.vmcb.save.rflags;
+                    self.vmcb.save.rflags = (r & !(RFLAGS_TF | RFLAGS_RF)) | keep;
+                    Exit::Resume
+                } else {
+                    // DR6 in the VMCB already says why.
+                    Exit::Exception {
+                        vector: DB_VECTOR,
+                        error_code: None,
+                    }
+                }
+            }
             exit::IOIO => Exit::Io(IoExit {
                 port: (info1 >> 16) as u16,
                 size: ((info1 >> 4) & 7) as u8,
@@ -273,6 +322,11 @@ impl ArchVcpu for SvmVcpu {
         }
         // Every debug-register read and write (intercept word 1).
         c.intercepts[1] = u32::MAX;
+        // #AC and #DB always exit, as in KVM: a guest that makes their
+        // delivery raise them again would otherwise keep the CPU in the
+        // microcode forever (CVE-2015-5307, CVE-2015-8104). #DB also ends
+        // the single step to an NMI window.
+        c.intercepts[2] = (1 << AC_VECTOR) | (1 << DB_VECTOR);
         c.iopm_base_pa = iopm.phys();
         c.msrpm_base_pa = msrpm.phys();
         c.int_ctl = V_INTR_MASKING;
@@ -293,6 +347,9 @@ impl ArchVcpu for SvmVcpu {
             asid_gen: 0,
             host_vmcb: 0,
             host_tsc_aux: 0,
+            nmi_masked: false,
+            iret_rip: None,
+            nmi_step: None,
         })
     }
 
@@ -361,23 +418,10 @@ impl ArchVcpu for SvmVcpu {
             c.tlb_ctl = 0;
         }
         s.cr8 = u64::from(c.int_ctl & V_TPR_MASK);
-        // An event whose delivery the exit interrupted (a #PF raised while
-        // the IDT was read, say) is reported in EXITINTINFO and must be
-        // injected again; anything injected before was delivered.
-        let c = &mut self.vmcb.control;
-        let eii = c.exit_int_info;
-        let ty = eii & (7 << 8);
-        let vector = eii & 0xff;
-        // INTn, INT3 and INTO are not re-injected: RIP still points at the
-        // instruction, so the guest simply executes it again (as KVM does
-        // without NRIP save).
-        let soft =
-            ty == EVTINJ_TYPE_SOFT || (ty == EVTINJ_TYPE_EXEPT && (vector == 3 || vector == 4));
-        if eii & EVTINJ_VALID != 0 && !soft {
-            c.event_inj = eii;
-            c.event_inj_err = c.exit_int_info_err;
-        } else {
-            c.event_inj = 0;
+        // Past the intercepted IRET: the NMI handler has returned.
+        if self.iret_rip.is_some_and(|r| r != self.vmcb.save.rip) {
+            self.iret_rip = None;
+            self.nmi_masked = false;
         }
         self.decode_exit()
     }
@@ -556,17 +600,82 @@ impl ArchVcpu for SvmVcpu {
         self.vmcb.save.dr6 = v;
     }
 
-    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
+    fn set_event(&mut self, e: Option<&Event>) {
         let c = &mut self.vmcb.control;
-        c.event_inj = EVTINJ_VALID
-            | EVTINJ_TYPE_EXEPT
-            | u32::from(vector)
-            | if error_code.is_some() {
-                EVTINJ_VALID_ERR
-            } else {
-                0
-            };
-        c.event_inj_err = error_code.unwrap_or(0);
+        c.event_inj = e.map_or(0, Event::info);
+        c.event_inj_err = e.and_then(|e| e.error_code).unwrap_or(0);
+        if e.is_some_and(|e| e.kind == events::Kind::Nmi) {
+            self.set_nmi_masked(true);
+        }
+    }
+
+    fn interrupted_event(&mut self) -> Option<Event> {
+        let c = &self.vmcb.control;
+        let e = if c.exit_code == NOT_RUN {
+            // VMRUN never ran: what was to be injected still is.
+            Event::from_info(c.event_inj, c.event_inj_err)
+        } else {
+            Event::from_info(c.exit_int_info, c.exit_int_info_err)
+        };
+        // INTn, INT3 and INTO (an exception of vector 3 or 4 here) run
+        // again from RIP, as in KVM without NRIP save.
+        let runs_again = |e: &Event| {
+            e.kind.is_soft()
+                || (e.kind == events::Kind::Exception
+                    && matches!(e.vector, events::BP_VECTOR | events::OF_VECTOR))
+        };
+        e.filter(|e| !runs_again(e))
+    }
+
+    fn interrupt_shadow(&self) -> u8 {
+        if self.vmcb.control.int_state & INT_SHADOW != 0 {
+            SHADOW_STI | SHADOW_MOV_SS
+        } else {
+            0
+        }
+    }
+
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        let c = &mut self.vmcb.control;
+        if shadow == 0 {
+            c.int_state &= !INT_SHADOW;
+        } else {
+            c.int_state |= INT_SHADOW;
+        }
+    }
+
+    fn nmi_masked(&self) -> bool {
+        self.nmi_masked
+    }
+
+    fn set_nmi_masked(&mut self, masked: bool) {
+        self.nmi_masked = masked;
+        let c = &mut self.vmcb.control;
+        if masked {
+            c.set_intercept(intercept::IRET);
+        } else {
+            c.clear_intercept(intercept::IRET);
+        }
+    }
+
+    fn set_windows(&mut self, irq: bool, nmi: bool) {
+        if irq {
+            // A dummy virtual interrupt of the highest priority: VMRUN
+            // exits with VINTR as soon as the guest could take it.
+            let c = &mut self.vmcb.control;
+            c.set_intercept(intercept::VINTR);
+            c.int_vector = 0;
+            c.int_ctl = (c.int_ctl & !V_INTR_PRIO_MASK) | V_IRQ | V_INTR_PRIO_MASK;
+        } else {
+            self.clear_vintr();
+        }
+        // Blocked by an NMI whose IRET has not run: that IRET exits. Else
+        // (a shadow, or the IRET is the next instruction) single-step.
+        if nmi && (!self.nmi_masked || self.iret_rip.is_some()) && self.nmi_step.is_none() {
+            let r = self.vmcb.save.rflags;
+            self.nmi_step = Some(r);
+            self.vmcb.save.rflags = r | RFLAGS_TF | RFLAGS_RF;
+        }
     }
 
     fn get_msr(&self, m: u32) -> Option<u64> {

@@ -3,8 +3,9 @@
 //! Copying KVM's UAPI structs to and from userspace.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmCpuidEntry2, KvmDirtyLog, KvmDtable, KvmMsrEntry, KvmMsrsHeader, KvmRegs,
-    KvmRun, KvmSegment, KvmSregs, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
+    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmMsrEntry,
+    KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -37,6 +38,9 @@ plain_data!(
     KvmMsrEntry,
     KvmMsrsHeader,
     KvmRun,
+    KvmVcpuEvents,
+    KvmDebugregs,
+    KvmXcrs,
 );
 
 /// Reads a `T` from user address `arg` (`EFAULT` if unreadable).

@@ -17,6 +17,7 @@ use crate::{
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
     cpuid::{feature, GuestCaps},
     decode::{Mode, Segment},
+    events::{Event, Kind, SHADOW_MOV_SS, SHADOW_STI},
     msr,
     sys::{
         cpu::{self, NoIrq},
@@ -25,8 +26,8 @@ use crate::{
     },
     uapi::{KvmDtable, KvmSegment},
     vmcs::{
-        ept, field as f, ins_outs_info, intr, msr_bitmap_bits, proc2, reason, AccessRights, Config,
-        CrAccess, Field, IoQual, WNat, W16, W32,
+        ept, field as f, ins_outs_info, intr, msr_bitmap_bits, proc, proc2, reason, AccessRights,
+        Config, CrAccess, Field, IoQual, WNat, W16, W32,
     },
     x86::{self, CR0_PE, CR0_PG, CR0_TS, EFER_LMA, EFER_LME, RFLAGS_IF},
 };
@@ -75,6 +76,11 @@ const AC_VECTOR: u8 = 17;
 
 /// The hardware never exits with this: VMLAUNCH failed.
 const NOT_RUN: u32 = 0xffff;
+
+/// Guest interruptibility state: blocking by STI, by MOV SS, by NMI.
+const BLOCK_STI: u32 = 1 << 0;
+const BLOCK_MOV_SS: u32 = 1 << 1;
+const BLOCK_NMI: u32 = 1 << 3;
 
 /// One segment register in VMCS form.
 #[derive(Clone, Copy, Debug, Default)]
@@ -218,6 +224,8 @@ pub(crate) struct VmxVcpu {
     /// The event to inject on the next entry (interruption-information
     /// form, error code, instruction length).
     event: (u32, u32, u32),
+    /// Interrupt- and NMI-window exiting, for the next entry.
+    windows: u32,
     exit: ExitInfo,
     /// Set by `prepare` for the entry: the TSC offset, this CPU's VMXON
     /// region and its host `TSC_AUX`, and the second-level table root.
@@ -245,7 +253,7 @@ impl VmxVcpu {
                 c.pin & !crate::vmcs::pin::PREEMPTION_TIMER
             },
         );
-        r.write(f::PROC_CONTROLS, c.proc);
+        r.write(f::PROC_CONTROLS, c.proc | self.windows);
         // Without a VPID of its own (all 65535 taken) the vCPU runs with
         // VPID 0: VPIDs off, so entries and exits flush its translations.
         let proc2 = if self.vpid.is_some() {
@@ -442,9 +450,14 @@ impl VmxVcpu {
                     Exit::Unexpected(u64::from(x.reason))
                 }
             }
-            reason::EXTERNAL_INTERRUPT | reason::INIT | reason::SIPI | reason::PREEMPTION_TIMER => {
-                Exit::Resume
-            }
+            // The window exits are asked for again at each entry that
+            // still needs them.
+            reason::EXTERNAL_INTERRUPT
+            | reason::INIT
+            | reason::SIPI
+            | reason::PREEMPTION_TIMER
+            | reason::INTERRUPT_WINDOW
+            | reason::NMI_WINDOW => Exit::Resume,
             reason::TRIPLE_FAULT => Exit::Shutdown,
             reason::IO => {
                 let io = IoQual::decode(q);
@@ -615,6 +628,7 @@ impl ArchVcpu for VmxVcpu {
             flush: true,
             g: GuestState::default(),
             event: (0, 0, 0),
+            windows: 0,
             exit: ExitInfo::default(),
             tsc_offset: 0,
             vmxon: 0,
@@ -695,13 +709,6 @@ impl ArchVcpu for VmxVcpu {
     }
 
     fn complete(&mut self, s: &mut VcpuState) -> Exit {
-        // Anything injected was delivered, or the exit interrupted its
-        // delivery and IDT-vectoring information reports it again.
-        self.event = (0, 0, 0);
-        let v = self.exit.idt_vectoring;
-        if intr::reinject(v) {
-            self.event = (v & !(1 << 12), self.exit.idt_error, self.exit.insn_len);
-        }
         self.decode_exit(s)
     }
 
@@ -711,8 +718,6 @@ impl ArchVcpu for VmxVcpu {
 
     fn set_rip(&mut self, v: u64) {
         self.g.rip = v;
-        // Skipping an instruction ends STI/MOV SS blocking.
-        self.g.interruptibility &= !3;
     }
 
     fn rflags(&self) -> u64 {
@@ -856,12 +861,81 @@ impl ArchVcpu for VmxVcpu {
         self.dr6 = v;
     }
 
-    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>) {
-        self.event = (
-            intr::exception(vector, error_code.is_some()),
-            error_code.unwrap_or(0),
-            0,
-        );
+    fn set_event(&mut self, e: Option<&Event>) {
+        self.event = match e {
+            Some(e) => (e.info(), e.error_code.unwrap_or(0), 0),
+            None => (0, 0, 0),
+        };
+    }
+
+    fn interrupted_event(&mut self) -> Option<Event> {
+        let x = &self.exit;
+        let e = if x.reason == NOT_RUN {
+            // VMLAUNCH failed: what was to be injected still is.
+            Event::from_info(self.event.0, self.event.1)
+        } else if intr::reinject(x.idt_vectoring) {
+            Event::from_info(x.idt_vectoring, x.idt_error)
+        } else {
+            None
+        };
+        // An NMI whose delivery faulted leaves NMIs unblocked (SDM "Information
+        // for VM Exits During Event Delivery"; KVM clears the bit too).
+        if e.is_some_and(|e| e.kind == Kind::Nmi) {
+            self.g.interruptibility &= !BLOCK_NMI;
+        }
+        e
+    }
+
+    fn interrupt_shadow(&self) -> u8 {
+        let i = self.g.interruptibility;
+        let mut v = 0;
+        if i & BLOCK_STI != 0 {
+            v |= SHADOW_STI;
+        }
+        if i & BLOCK_MOV_SS != 0 {
+            v |= SHADOW_MOV_SS;
+        }
+        v
+    }
+
+    fn set_interrupt_shadow(&mut self, shadow: u8) {
+        // VM entry refuses both at once; MOV SS wins, as in KVM.
+        let i = &mut self.g.interruptibility;
+        *i &= !(BLOCK_STI | BLOCK_MOV_SS);
+        if shadow & SHADOW_MOV_SS != 0 {
+            *i |= BLOCK_MOV_SS;
+        } else if shadow & SHADOW_STI != 0 {
+            *i |= BLOCK_STI;
+        }
+    }
+
+    fn nmi_masked(&self) -> bool {
+        self.g.interruptibility & BLOCK_NMI != 0
+    }
+
+    fn set_nmi_masked(&mut self, masked: bool) {
+        if masked {
+            self.g.interruptibility |= BLOCK_NMI;
+        } else {
+            self.g.interruptibility &= !BLOCK_NMI;
+        }
+    }
+
+    fn set_windows(&mut self, irq: bool, nmi: bool) {
+        let mut w = 0;
+        if irq {
+            w |= proc::INTR_WINDOW_EXITING;
+        }
+        if nmi {
+            // NMI-window exiting under STI blocking fails VM entry on some
+            // CPUs: wait for the interrupt window instead, as KVM does.
+            w |= if self.g.interruptibility & BLOCK_STI != 0 {
+                proc::INTR_WINDOW_EXITING
+            } else {
+                proc::NMI_WINDOW_EXITING
+            };
+        }
+        self.windows = w;
     }
 
     fn get_msr(&self, m: u32) -> Option<u64> {

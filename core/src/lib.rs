@@ -22,6 +22,9 @@
 //! * `emulate.rs` — uses `super::decode`, so it must be a sibling of `decode`.
 //!   `emulate(cpu, &insn, resume)` runs one instruction against a `Cpu`
 //!   and says what to do next (`Outcome`), or `EmulateError::Unsupported`.
+//! * `events.rs` — self-contained. The event queue (one exception, one
+//!   interrupt, NMIs) and KVM's injection order, re-injection and #DF
+//!   merging.
 //! * `memslot.rs`, `uapi.rs`, `vmcb.rs` — self-contained: memory-slot
 //!   rules, the KVM UAPI structs and the SVM VMCB, with layout asserts.
 //! * `vmcs.rs` — uses `super::x86` for CR bits. The Intel VMCS model:
@@ -56,6 +59,7 @@ pub mod addr;
 pub mod cpuid;
 pub mod decode;
 pub mod emulate;
+pub mod events;
 pub mod memslot;
 pub mod msr;
 pub mod paging;

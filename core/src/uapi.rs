@@ -322,6 +322,84 @@ impl KvmRun {
     }
 }
 
+/// `struct kvm_vcpu_events` (`KVM_GET/SET_VCPU_EVENTS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmVcpuEvents {
+    pub exception_injected: u8,
+    pub exception_nr: u8,
+    pub exception_has_error_code: u8,
+    pub exception_pending: u8,
+    pub exception_error_code: u32,
+    pub interrupt_injected: u8,
+    pub interrupt_nr: u8,
+    pub interrupt_soft: u8,
+    pub interrupt_shadow: u8,
+    pub nmi_injected: u8,
+    pub nmi_pending: u8,
+    pub nmi_masked: u8,
+    pub nmi_pad: u8,
+    pub sipi_vector: u32,
+    pub flags: u32,
+    pub smi_smm: u8,
+    pub smi_pending: u8,
+    pub smi_smm_inside_nmi: u8,
+    pub smi_latched_init: u8,
+    pub triple_fault_pending: u8,
+    pub reserved: [u8; 26],
+    pub exception_has_payload: u8,
+    pub exception_payload: u64,
+}
+
+/// `struct kvm_debugregs` (`KVM_GET/SET_DEBUGREGS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmDebugregs {
+    pub db: [u64; 4],
+    pub dr6: u64,
+    pub dr7: u64,
+    pub flags: u64,
+    pub reserved: [u64; 9],
+}
+
+/// `struct kvm_xcr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmXcr {
+    pub xcr: u32,
+    pub reserved: u32,
+    pub value: u64,
+}
+
+/// `KVM_MAX_XCRS`.
+pub const KVM_MAX_XCRS: usize = 16;
+
+/// `struct kvm_xcrs` (`KVM_GET/SET_XCRS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmXcrs {
+    pub nr_xcrs: u32,
+    pub flags: u32,
+    pub xcrs: [KvmXcr; KVM_MAX_XCRS],
+    pub padding: [u64; 16],
+}
+
+/// `kvm_vcpu_events.flags`.
+pub mod vcpu_events {
+    /// `nmi.pending` is valid.
+    pub const VALID_NMI_PENDING: u32 = 0x01;
+    /// `sipi_vector` is valid.
+    pub const VALID_SIPI_VECTOR: u32 = 0x02;
+    /// `interrupt.shadow` is valid.
+    pub const VALID_SHADOW: u32 = 0x04;
+    /// `smi` is valid.
+    pub const VALID_SMM: u32 = 0x08;
+    /// The exception payload is valid (`KVM_CAP_EXCEPTION_PAYLOAD`).
+    pub const VALID_PAYLOAD: u32 = 0x10;
+    /// `triple_fault` is valid (`KVM_CAP_X86_TRIPLE_FAULT_EVENT`).
+    pub const VALID_TRIPLE_FAULT: u32 = 0x20;
+}
+
 // Layouts as in the C headers (sizes from pahole on x86-64).
 const _: () = {
     assert!(size_of::<KvmRegs>() == 144);
@@ -336,6 +414,15 @@ const _: () = {
     assert!(size_of::<KvmCpuidEntry2>() == 40);
     assert!(size_of::<KvmDirtyLog>() == 16);
     assert!(size_of::<KvmMsrEntry>() == 16);
+    assert!(size_of::<KvmVcpuEvents>() == 64);
+    assert!(size_of::<KvmDebugregs>() == 128);
+    assert!(size_of::<KvmXcrs>() == 392);
+    assert!(offset_of!(KvmVcpuEvents, interrupt_injected) == 8);
+    assert!(offset_of!(KvmVcpuEvents, nmi_injected) == 12);
+    assert!(offset_of!(KvmVcpuEvents, flags) == 20);
+    assert!(offset_of!(KvmVcpuEvents, triple_fault_pending) == 28);
+    assert!(offset_of!(KvmVcpuEvents, exception_has_payload) == 55);
+    assert!(offset_of!(KvmVcpuEvents, exception_payload) == 56);
     assert!(offset_of!(KvmRun, exit_reason) == 8);
     assert!(offset_of!(KvmRun, cr8) == 16);
     assert!(offset_of!(KvmRun, exit) == 32);

@@ -299,6 +299,8 @@ pub mod pin {
     pub const EXT_INTR_EXITING: u32 = 1 << 0;
     /// NMIs cause VM exits.
     pub const NMI_EXITING: u32 = 1 << 3;
+    /// The processor tracks blocking by NMI for the guest (virtual NMIs).
+    pub const VIRTUAL_NMIS: u32 = 1 << 5;
     /// The VMX-preemption timer counts down in the guest and exits at 0.
     pub const PREEMPTION_TIMER: u32 = 1 << 6;
 }
@@ -306,6 +308,10 @@ pub mod pin {
 #[cfg_attr(rkvm_module, expect(dead_code, reason = "the SDM's whole list"))]
 /// Primary processor-based VM-execution controls.
 pub mod proc {
+    /// Exit as soon as the guest can take a maskable interrupt.
+    pub const INTR_WINDOW_EXITING: u32 = 1 << 2;
+    /// Exit as soon as the guest can take an NMI (virtual NMIs only).
+    pub const NMI_WINDOW_EXITING: u32 = 1 << 22;
     /// HLT exits.
     pub const HLT_EXITING: u32 = 1 << 7;
     /// INVLPG exits.
@@ -594,7 +600,7 @@ impl Config {
         }
         let pin = adjust_controls(
             c.pin,
-            pin::EXT_INTR_EXITING | pin::NMI_EXITING,
+            pin::EXT_INTR_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS,
             pin::PREEMPTION_TIMER,
         )
         .map_err(Missing::Pin)?;
@@ -614,6 +620,11 @@ impl Config {
             0,
         )
         .map_err(Missing::Proc)?;
+        // Set per entry, when an interrupt or NMI waits for the guest.
+        let windows = proc::INTR_WINDOW_EXITING | proc::NMI_WINDOW_EXITING;
+        if (c.proc >> 32) as u32 & windows != windows {
+            return Err(Missing::Proc(windows & !((c.proc >> 32) as u32)));
+        }
         // With EPT, CR3 accesses need not exit: clear them if the CPU lets
         // us (the "must be 1" bits of an old non-TRUE MSR force them).
         let proc = (proc & !(proc::CR3_LOAD_EXITING | proc::CR3_STORE_EXITING)) | (c.proc as u32);
@@ -767,6 +778,8 @@ pub mod reason {
     pub const SIPI: u16 = 4;
     pub const IO_SMI: u16 = 5;
     pub const OTHER_SMI: u16 = 6;
+    pub const INTERRUPT_WINDOW: u16 = 7;
+    pub const NMI_WINDOW: u16 = 8;
     pub const TASK_SWITCH: u16 = 9;
     pub const CPUID: u16 = 10;
     pub const GETSEC: u16 = 11;

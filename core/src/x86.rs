@@ -106,6 +106,10 @@ pub const CR3_LAM_U57: u64 = 1 << 61;
 /// CR3 bit 62: LAM for user pointers, 48-bit.
 pub const CR3_LAM_U48: u64 = 1 << 62;
 
+/// RFLAGS.TF: single-step.
+pub const RFLAGS_TF: u64 = 1 << 8;
+/// RFLAGS.RF: resume (no instruction breakpoint on the next one).
+pub const RFLAGS_RF: u64 = 1 << 16;
 /// RFLAGS.DF: string instructions count down.
 pub const RFLAGS_DF: u64 = 1 << 10;
 /// RFLAGS.IF: maskable interrupts enabled.

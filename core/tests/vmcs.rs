@@ -349,6 +349,9 @@ fn control_bits_match_vmx_h() {
     // Pin-based (vmxfeatures.h word 0).
     assert_eq!(pin::EXT_INTR_EXITING, 0x1);
     assert_eq!(pin::NMI_EXITING, 0x8);
+    assert_eq!(pin::VIRTUAL_NMIS, 0x20);
+    assert_eq!(vmcs::proc::INTR_WINDOW_EXITING, 0x4);
+    assert_eq!(vmcs::proc::NMI_WINDOW_EXITING, 0x40_0000);
     // Primary processor-based (word 1).
     assert_eq!(vmcs::proc::USE_TSC_OFFSETTING, 1 << 3);
     assert_eq!(vmcs::proc::HLT_EXITING, 1 << 7);
@@ -797,7 +800,7 @@ fn caps(d: Dump) -> CapMsrs {
 }
 
 /// What rkvm cannot run without.
-const REQ_PIN: u32 = pin::EXT_INTR_EXITING | pin::NMI_EXITING;
+const REQ_PIN: u32 = pin::EXT_INTR_EXITING | pin::NMI_EXITING | pin::VIRTUAL_NMIS;
 const REQ_PROC: u32 = vmcs::proc::HLT_EXITING
     | vmcs::proc::MWAIT_EXITING
     | vmcs::proc::MONITOR_EXITING
@@ -881,7 +884,7 @@ fn assert_usable(c: &Config, k: &CapMsrs) {
 
 /// The controls rkvm ends up with on a CPU with the TRUE MSRs and INVPCID,
 /// worked out by hand: the required bits, plus the default1 bits.
-const TRUE_PIN: u32 = 0x1f; // 0x09 | 0x16
+const TRUE_PIN: u32 = 0x3f; // 0x29 | 0x16
 const TRUE_PROC: u32 = 0xb598_6dfa; // 0xb1980c88 | 0x04006172
 const TRUE_EXIT: u32 = 0x003f_6fff; // 0x003c0204 | 0x00036dfb
 const TRUE_ENTRY: u32 = 0xd1ff; // 0xc004 | 0x11fb
@@ -982,8 +985,11 @@ fn penryn_xeon_x5482_has_no_ept() {
 
 #[test]
 fn merom_core2_x6800_has_no_secondary_controls() {
-    let k = caps(MEROM_X6800);
+    let mut k = caps(MEROM_X6800);
     assert_eq!((k.proc2, k.ept_vpid), (0, 0));
+    // No virtual NMIs either, which is reported first.
+    assert_eq!(Config::compute(&k), Err(Missing::Pin(pin::VIRTUAL_NMIS)));
+    k.pin |= u64::from(pin::VIRTUAL_NMIS) << 32;
     assert_eq!(
         Config::compute(&k),
         Err(Missing::Proc(vmcs::proc::SECONDARY_CONTROLS))
@@ -994,7 +1000,9 @@ fn merom_core2_x6800_has_no_secondary_controls() {
 fn yonah_core_duo_t2600_lacks_cr8_exiting_too() {
     // A 32-bit CPU: no CR8, so no CR8 load/store exiting, reported along
     // with the missing secondary controls.
-    let k = caps(YONAH_T2600);
+    let mut k = caps(YONAH_T2600);
+    assert_eq!(Config::compute(&k), Err(Missing::Pin(pin::VIRTUAL_NMIS)));
+    k.pin |= u64::from(pin::VIRTUAL_NMIS) << 32;
     assert_eq!(
         Config::compute(&k),
         Err(Missing::Proc(
@@ -1154,6 +1162,16 @@ fn missing_pin_proc_exit_entry_controls_are_named_exactly() {
     let mut k = skylake();
     without_may(&mut k.pin, pin::NMI_EXITING);
     assert_eq!(Config::compute(&k), Err(Missing::Pin(pin::NMI_EXITING)));
+    let mut k = skylake();
+    without_may(&mut k.pin, pin::VIRTUAL_NMIS);
+    assert_eq!(Config::compute(&k), Err(Missing::Pin(pin::VIRTUAL_NMIS)));
+    // The window exits are set per entry, so they must be allowed.
+    let mut k = skylake();
+    without_may(&mut k.proc, vmcs::proc::NMI_WINDOW_EXITING);
+    assert_eq!(
+        Config::compute(&k),
+        Err(Missing::Proc(vmcs::proc::NMI_WINDOW_EXITING))
+    );
 
     let mut k = skylake();
     let gone = vmcs::proc::HLT_EXITING | vmcs::proc::MONITOR_EXITING;

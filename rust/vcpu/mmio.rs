@@ -202,7 +202,7 @@ impl<B: Backend> Cpu for EmuCpu<'_, '_, B> {
         self.inner.arch.rip()
     }
     fn set_rip(&mut self, rip: u64) {
-        self.inner.arch.set_rip(rip)
+        self.inner.advance_rip(rip)
     }
     fn rflags(&self) -> u64 {
         self.inner.arch.rflags()

@@ -32,7 +32,7 @@ impl<B: Backend> Vcpu<B> {
                 // RIP moves past the OUT when the exit completes, except for
                 // port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default).
                 if io.port == 0x7e {
-                    inner.arch.set_rip(io.next_rip);
+                    inner.advance_rip(io.next_rip);
                 } else {
                     inner.pending = Pending::IoOut {
                         next_rip: io.next_rip,
@@ -49,7 +49,7 @@ impl<B: Backend> Vcpu<B> {
         let amask = addr_mask(io.addr_size);
         let count = if io.rep { inner.gpr(1) & amask } else { 1 };
         if count == 0 {
-            inner.arch.set_rip(io.next_rip);
+            inner.advance_rip(io.next_rip);
             return Ok(Flow::Resume);
         }
         // At most one PIO page per exit, as KVM does.
@@ -134,7 +134,7 @@ impl<B: Backend> Vcpu<B> {
             done = left == 0;
         }
         if done {
-            inner.arch.set_rip(io.next_rip);
+            inner.advance_rip(io.next_rip);
         }
         // Not done: RIP stays, so the guest runs the instruction again and
         // exits with the next chunk.

@@ -1,15 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The CPUID-table and special-register ioctls that need more than a copy:
-//! `KVM_GET/SET_CPUID2` and `KVM_SET_SREGS`.
+//! The CPUID-table and register ioctls that need more than a copy:
+//! `KVM_GET/SET_CPUID2`, `KVM_SET_SREGS`, `KVM_GET/SET_DEBUGREGS` and
+//! `KVM_GET/SET_XCRS`.
 
 use super::Vcpu;
 use crate::{
     backend::{ArchVcpu, Backend},
     cpuid,
     guest_cpuid::{self, Policy},
+    msr,
     sys::uaccess,
-    uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmSregs},
+    uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmSregs, KvmXcrs, KVM_MAX_XCRS},
     vm::Vm,
 };
 use kernel::prelude::*;
@@ -70,6 +72,69 @@ impl<B: Backend> Vcpu<B> {
         inner.set_sregs(&s);
         let mut mem = vm.mem_once();
         self.load_pdptes(&mut mem, &mut inner);
+        Ok(0)
+    }
+
+    /// `KVM_GET_DEBUGREGS`: DR0-DR3, DR6 and DR7 as the guest last wrote
+    /// them (or `SET_DEBUGREGS` set them).
+    pub(super) fn get_debugregs(&self, arg: usize) -> Result<isize> {
+        let inner = self.inner.lock();
+        let d = KvmDebugregs {
+            db: inner.state.db,
+            dr6: inner.arch.dr6(),
+            dr7: inner.state.dr7,
+            ..Default::default()
+        };
+        drop(inner);
+        uaccess::write(arg, &d)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_DEBUGREGS`: `EINVAL` for flags or bits 63:32 of DR6 or DR7,
+    /// as KVM; the values are stored as given.
+    pub(super) fn set_debugregs(&self, arg: usize) -> Result<isize> {
+        let d: KvmDebugregs = uaccess::read(arg)?;
+        if d.flags != 0 || d.dr6 >> 32 != 0 || d.dr7 >> 32 != 0 {
+            return Err(EINVAL);
+        }
+        let mut inner = self.inner.lock();
+        inner.state.db = d.db;
+        inner.state.dr7 = d.dr7;
+        inner.arch.set_dr6(d.dr6);
+        Ok(0)
+    }
+
+    /// `KVM_GET_XCRS`: XCR0 (none where the host has no XSAVE).
+    pub(super) fn get_xcrs(&self, arg: usize) -> Result<isize> {
+        let inner = self.inner.lock();
+        let mut x = KvmXcrs::default();
+        if inner.fpu.host_xcr0().is_some() {
+            x.nr_xcrs = 1;
+            x.xcrs[0].value = inner.state.xcr0;
+        }
+        drop(inner);
+        uaccess::write(arg, &x)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_XCRS`: the first XCR0 entry, under the rules of a guest's
+    /// XSETBV (without its CPL check); `EINVAL` without host XSAVE, for
+    /// more than `KVM_MAX_XCRS` entries, flags, or a refused value.
+    pub(super) fn set_xcrs(&self, arg: usize) -> Result<isize> {
+        let x: KvmXcrs = uaccess::read(arg)?;
+        let mut inner = self.inner.lock();
+        let Some(host) = inner.fpu.host_xcr0() else {
+            return Err(EINVAL);
+        };
+        if x.nr_xcrs as usize > KVM_MAX_XCRS || x.flags != 0 {
+            return Err(EINVAL);
+        }
+        if let Some(e) = x.xcrs[..x.nr_xcrs as usize].iter().find(|e| e.xcr == 0) {
+            if !msr::xcr0_valid(0, e.value, inner.policy.caps.xcr0 & host) {
+                return Err(EINVAL);
+            }
+            inner.state.xcr0 = e.value;
+        }
         Ok(0)
     }
 }

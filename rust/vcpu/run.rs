@@ -5,8 +5,8 @@
 //! started, and the dispatch of vendor-neutral exits.
 
 use super::{
-    interrupts_enabled, Flow, Inner, Pending, Vcpu, GP_VECTOR, RUN_CR8, RUN_IMMEDIATE_EXIT,
-    RUN_MMIO_DATA, RUN_VALID_REGS, UD_VECTOR,
+    interrupts_enabled, Flow, Inner, Pending, Vcpu, GP_VECTOR, RUN_CR8, RUN_MMIO_DATA,
+    RUN_REQUEST_INTERRUPT_WINDOW, RUN_VALID_REGS, UD_VECTOR,
 };
 use crate::{
     addr::{Gpa, Gva},
@@ -64,6 +64,7 @@ impl<B: Backend> Vcpu<B> {
         inner.staging.cr8 = inner.state.cr8;
         inner.staging.apic_base = inner.state.apic_base;
         inner.staging.if_flag = u8::from(interrupts_enabled(inner.arch.rflags()));
+        inner.staging.ready_for_interrupt_injection = u8::from(inner.ready_for_interrupt());
         self.publish(inner);
         r
     }
@@ -72,19 +73,30 @@ impl<B: Backend> Vcpu<B> {
         if let Flow::User = self.complete_pending(vm, inner)? {
             return Ok(0);
         }
-        let mut ie = [0u8; 1];
-        self.pages[0].read_shared(RUN_IMMEDIATE_EXIT, &mut ie);
-        if ie[0] != 0 {
+        // request_interrupt_window and immediate_exit.
+        let mut flags = [0u8; 2];
+        self.pages[0].read_shared(RUN_REQUEST_INTERRUPT_WINDOW, &mut flags);
+        let irq_window = flags[0] != 0;
+        if flags[1] != 0 {
             return Err(EINTR);
         }
         loop {
+            if core::mem::take(&mut inner.triple_fault) {
+                inner.staging.exit_reason = exit::SHUTDOWN;
+                return Ok(0);
+            }
             if kernel::current!().signal_pending() {
                 inner.staging.exit_reason = exit::INTR;
                 return Err(EINTR);
             }
             cpu::cond_resched();
-            let e = self.enter(vm, inner)?;
+            let e = self.enter(vm, inner, irq_window)?;
             if let Flow::User = self.handle_exit(vm, inner, e)? {
+                return Ok(0);
+            }
+            // As KVM: once userspace may inject, it gets the chance.
+            if irq_window && inner.ready_for_interrupt() {
+                inner.staging.exit_reason = exit::IRQ_WINDOW_OPEN;
                 return Ok(0);
             }
         }
@@ -94,7 +106,8 @@ impl<B: Backend> Vcpu<B> {
     /// duties (TLB generation, kick publication, FPU and XCR0, and the
     /// last check for a signal or reschedule with interrupts off).
     #[inline]
-    fn enter(&self, vm: &Vm<B>, inner: &mut Inner<B>) -> Result<Exit> {
+    fn enter(&self, vm: &Vm<B>, inner: &mut Inner<B>, irq_window: bool) -> Result<Exit> {
+        inner.inject_events(irq_window);
         let np = NoPreempt::new();
         let cpu = np.cpu();
         // Publish before reading the generation: whoever unmaps bumps the
@@ -129,7 +142,9 @@ impl<B: Backend> Vcpu<B> {
             return Ok(Exit::Resume);
         }
         inner.has_run = true;
-        Ok(inner.arch.complete(&mut inner.state))
+        let e = inner.arch.complete(&mut inner.state);
+        inner.complete_events();
+        Ok(e)
     }
 
     /// Finishes what the last exit to userspace started.
@@ -139,7 +154,7 @@ impl<B: Backend> Vcpu<B> {
             Pending::None => Ok(Flow::Resume),
             Pending::IoOut { next_rip, rip } => {
                 if inner.arch.rip() == rip {
-                    inner.arch.set_rip(next_rip);
+                    inner.advance_rip(next_rip);
                 }
                 Ok(Flow::Resume)
             }
@@ -168,7 +183,7 @@ impl<B: Backend> Vcpu<B> {
                         _ => val & 0xffff_ffff,
                     };
                     inner.set_gpr(0, new);
-                    inner.arch.set_rip(io.next_rip);
+                    inner.advance_rip(io.next_rip);
                     Ok(Flow::Resume)
                 }
             }
@@ -361,7 +376,7 @@ impl<B: Backend> Vcpu<B> {
             inner.set_gpr(m.gpr, v);
         }
         let rip = inner.mode_width(insn.next_rip(inner.arch.rip()));
-        inner.arch.set_rip(rip);
+        inner.advance_rip(rip);
         Flow::Resume
     }
 
@@ -483,7 +498,7 @@ impl<B: Backend> Vcpu<B> {
             },
         };
         let rip = inner.mode_width(rip);
-        inner.arch.set_rip(rip);
+        inner.advance_rip(rip);
     }
 
     /// The instruction bytes at CS:RIP (up to 15; fewer where the
@@ -525,7 +540,7 @@ impl<B: Backend> Vcpu<B> {
         if protected && n >= 3 && b[..3] == [0x0f, 0x01, 0xd9] {
             self.hypercall(inner);
             let next = inner.mode_width(inner.arch.rip().wrapping_add(3));
-            inner.arch.set_rip(next);
+            inner.advance_rip(next);
             return Flow::Resume;
         }
         inner.queue_exception(UD_VECTOR, None);

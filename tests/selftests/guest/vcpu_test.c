@@ -2,8 +2,10 @@
 /*
  * vCPUs: KVM_CREATE_VCPU, the vCPU fd and its kvm_run mapping, the reset
  * state, KVM_GET/SET_REGS and KVM_GET/SET_SREGS, and the SREGS that KVM
- * refuses (arch/x86/kvm/regs.c: kvm_is_valid_sregs()).
+ * refuses (arch/x86/kvm/regs.c: kvm_is_valid_sregs()), KVM_GET/SET_DEBUGREGS
+ * and KVM_GET/SET_XCRS.
  */
+#include <cpuid.h>
 #include <limits.h>
 #include <linux/limits.h>
 
@@ -195,6 +197,33 @@ TEST_F(vc, reset_sregs_are_architectural)
 	}
 	TH_LOG("reset apic_base = %#llx, cs.type %u, tr.type %u, ldt.type %u",
 	       s.apic_base, s.cs.type, s.tr.type, s.ldt.type);
+}
+
+/*
+ * The segment types at RESET are each vendor's KVM's own: SVM's init_vmcb
+ * (code execute/read, data read/write, a busy 16-bit TSS) as
+ * svm_get_segment reports them (accessed bit on DS-GS, busy bit on TR),
+ * VMX's vmx_vcpu_reset (0x9b/0x93 access rights, a busy 32-bit TSS).
+ */
+TEST_F(vc, reset_segment_types_are_the_vendors)
+{
+	unsigned int a, b, c, d;
+	struct kvm_sregs s;
+	int amd;
+
+	ASSERT_TRUE(__get_cpuid(0, &a, &b, &c, &d));
+	amd = b == 0x68747541; /* "Auth" */
+	vcpu_get_sregs(_metadata, &self->vcpu, &s);
+	EXPECT_EQ(amd ? 0xa : 0xb, s.cs.type);
+	EXPECT_EQ(3, s.ds.type);
+	EXPECT_EQ(3, s.es.type);
+	EXPECT_EQ(3, s.fs.type);
+	EXPECT_EQ(3, s.gs.type);
+	EXPECT_EQ(amd ? 2 : 3, s.ss.type);
+	EXPECT_EQ(2, s.ldt.type);
+	EXPECT_EQ(amd ? 3 : 0xb, s.tr.type);
+	EXPECT_EQ(0, s.ldt.s);
+	EXPECT_EQ(0, s.tr.s);
 }
 
 /* At reset the vCPU fetches its first instruction at 0xfffffff0. */
@@ -455,6 +484,118 @@ TEST_F(vc, set_cpuid2_after_run_must_not_change)
 	EXPECT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_CPUID2, &cpuid));
 	cpuid.e[0].ebx = 2;
 	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_CPUID2, &cpuid));
+}
+
+/* The guest reads back DR0, DR6 and DR7. */
+GUEST_CODE(vc_read_drs, 16,
+	"mov eax, dr0\n"
+	"out 0x10, eax\n"
+	"mov eax, dr6\n"
+	"out 0x11, eax\n"
+	"mov eax, dr7\n"
+	"out 0x12, eax\n"
+	"hlt\n");
+
+TEST_F(vc, debugregs_reset_round_trip_and_reach_the_guest)
+{
+	struct kvm_debugregs d, r;
+
+	ASSERT_EQ(1, ioctl(self->vm.sys, KVM_CHECK_EXTENSION, KVM_CAP_DEBUGREGS));
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_DEBUGREGS, &d));
+	EXPECT_EQ(0, d.db[0] | d.db[1] | d.db[2] | d.db[3]);
+	EXPECT_EQ(0xffff0ff0ULL, d.dr6);
+	EXPECT_EQ(0x400ULL, d.dr7);
+	EXPECT_EQ(0, d.flags);
+
+	memset(&d, 0, sizeof(d));
+	d.db[0] = 0x1000;
+	d.db[1] = 0x2000;
+	d.db[2] = 0xffffffff80000000ULL;
+	d.db[3] = 0x4000;
+	d.dr6 = 0xffff0ff1;
+	d.dr7 = 0x401;
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_DEBUGREGS, &d));
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_DEBUGREGS, &r));
+	EXPECT_EQ(0, memcmp(d.db, r.db, sizeof(d.db)));
+	EXPECT_EQ(d.dr6, r.dr6);
+	EXPECT_EQ(d.dr7, r.dr7);
+
+	vcpu_setup_real(_metadata, &self->vcpu);
+	vm_load_code(&self->vm, vc_read_drs);
+	EXPECT_EQ(0x1000, run_to_out(&self->vcpu, 4, 0x10));
+	EXPECT_EQ(0xffff0ff1, run_to_out(&self->vcpu, 4, 0x11));
+	EXPECT_EQ(0x401, run_to_out(&self->vcpu, 4, 0x12));
+}
+
+TEST_F(vc, debugregs_flags_and_high_bits_are_einval)
+{
+	struct kvm_debugregs d;
+
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_DEBUGREGS, &d));
+	d.flags = 1;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_DEBUGREGS, &d));
+	d.flags = 0;
+	d.dr6 |= 1ULL << 32;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_DEBUGREGS, &d));
+	d.dr6 = 0xffff0ff0;
+	d.dr7 |= 1ULL << 40;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_DEBUGREGS, &d));
+	/* Nothing was changed by the refused calls. */
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_DEBUGREGS, &d));
+	EXPECT_EQ(0x400ULL, d.dr7);
+}
+
+/*
+ * XCR0: 1 at RESET; KVM_SET_XCRS follows XSETBV's rules against the
+ * guest's CPUID (only x87 without CPUID leaf 0xD); the first XCR0 entry
+ * counts, other XCR numbers are ignored; too many entries or flags are
+ * EINVAL.
+ */
+TEST_F(vc, xcrs_reset_rules_and_round_trip)
+{
+	struct kvm_xcrs x;
+	unsigned int a, b, c, d;
+
+	if (!ioctl(self->vm.sys, KVM_CHECK_EXTENSION, KVM_CAP_XCRS))
+		SKIP(return, "no KVM_CAP_XCRS (host without XSAVE)");
+	memset(&x, 0xff, sizeof(x));
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_XCRS, &x));
+	EXPECT_EQ(1, x.nr_xcrs);
+	EXPECT_EQ(0, x.flags);
+	EXPECT_EQ(0, x.xcrs[0].xcr);
+	EXPECT_EQ(1ULL, x.xcrs[0].value);
+
+	memset(&x, 0, sizeof(x));
+	x.nr_xcrs = 1;
+	x.xcrs[0].value = 3;	/* SSE: not in an empty CPUID */
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_XCRS, &x));
+	x.xcrs[0].value = 0;	/* x87 is mandatory */
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_XCRS, &x));
+	x.nr_xcrs = KVM_MAX_XCRS + 1;
+	x.xcrs[0].value = 1;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_XCRS, &x));
+	x.nr_xcrs = 1;
+	x.flags = 1;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_XCRS, &x));
+	x.flags = 0;
+	x.xcrs[0].xcr = 1;	/* not XCR0: ignored */
+	x.xcrs[0].value = 7;
+	EXPECT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_XCRS, &x));
+
+	vcpu_set_supported_cpuid(_metadata, &self->vm, &self->vcpu);
+	ASSERT_TRUE(__get_cpuid_count(0xd, 0, &a, &b, &c, &d));
+	if (!(a & 2))
+		SKIP(return, "host XCR0 without SSE");
+	x.nr_xcrs = 2;
+	x.xcrs[0].xcr = 1;
+	x.xcrs[0].value = 7;
+	x.xcrs[1].xcr = 0;
+	x.xcrs[1].value = 3;
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_XCRS, &x));
+	memset(&x, 0, sizeof(x));
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_XCRS, &x));
+	EXPECT_EQ(1, x.nr_xcrs);
+	EXPECT_EQ(3ULL, x.xcrs[0].value);
 }
 
 TEST(vcpus_of_one_vm_have_separate_state)
