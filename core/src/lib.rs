@@ -25,6 +25,12 @@
 //! * `events.rs` — self-contained. The event queue (one exception, one
 //!   interrupt, NMIs) and KVM's injection order, re-injection and #DF
 //!   merging.
+//! * `lapic/` (`mod.rs`, `regs.rs`, `route.rs`, `timer.rs`) — uses
+//!   `super::x86`, `super::cpuid::GuestCaps` and `super::msr`, so it must be
+//!   a sibling of them. One vCPU's local APIC as KVM's: `Lapic` with its
+//!   xAPIC MMIO page, x2APIC MSRs, APIC_BASE transitions, IRR/ISR/PPR,
+//!   interrupt acceptance, destination matching, the timer with time as an
+//!   input, and the `KVM_GET/SET_LAPIC` image; effects come back as values.
 //! * `memslot.rs`, `uapi.rs`, `vmcb.rs` — self-contained: memory-slot
 //!   rules, the KVM UAPI structs and the SVM VMCB, with layout asserts.
 //! * `vmcs.rs` — uses `super::x86` for CR bits. The Intel VMCS model:
@@ -60,6 +66,7 @@ pub mod cpuid;
 pub mod decode;
 pub mod emulate;
 pub mod events;
+pub mod lapic;
 pub mod memslot;
 pub mod msr;
 pub mod paging;
