@@ -96,19 +96,19 @@ impl Lapic {
     /// a length other than 1, 2 or 4).
     fn reg_read(&self, offset: u32, len: usize, now_ns: u64) -> Option<u32> {
         let align = offset & 0xf;
-        if align as usize + len > 4 {
+        // The length first: it bounds the sum and the shift below.
+        if !matches!(len, 1 | 2 | 4) || align as usize + len > 4 {
             return None;
         }
         if offset > reg::SELF_IPI || self.readable_mask() & bit(offset) == 0 {
             return None;
         }
         let v = self.read_aligned(offset & !0xf, now_ns) >> (8 * align);
-        match len {
-            1 => Some(v & 0xff),
-            2 => Some(v & 0xffff),
-            4 => Some(v),
-            _ => None,
-        }
+        Some(match len {
+            1 => v & 0xff,
+            2 => v & 0xffff,
+            _ => v,
+        })
     }
 
     /// A guest read of `len` bytes at `offset` in the xAPIC page at host

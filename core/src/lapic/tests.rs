@@ -225,6 +225,8 @@ fn partial_and_misaligned_reads() {
     assert_eq!(a.mmio_read(reg::TPR, 3, 0), 0);
     assert_eq!(a.mmio_read(reg::TPR, 8, 0), 0);
     assert_eq!(a.mmio_read(reg::TPR, 0, 0), 0);
+    assert_eq!(a.mmio_read(reg::TPR + 4, 0, 0), 0);
+    assert_eq!(a.mmio_read(reg::TPR + 4, usize::MAX, 0), 0);
 }
 
 #[test]
@@ -897,6 +899,35 @@ fn periodic_reloads_with_minimum_period() {
     assert_eq!(a.timer_expiry(), Some(Expiry::Ns(2_000_000)));
     a.timer_fired(2_000_000, 0);
     assert_eq!(a.timer_expiry(), None);
+}
+
+#[test]
+fn reserved_timer_mode_as_kvm() {
+    let mut a = xapic(0);
+    w(&mut a, reg::TDCR, 0xb);
+    a.mmio_write(reg::TMICT, &1000u32.to_le_bytes(), 0);
+    // One-shot → reserved (3 << 17) keeps the running count; it fires once.
+    w(&mut a, reg::LVT_TIMER, (3 << 17) | 0x50);
+    assert_eq!(a.timer_mode(), TimerMode::Reserved);
+    assert_eq!(a.timer_expiry(), Some(Expiry::Ns(1000)));
+    assert_eq!(a.timer_fired(1000, 0), Some(Accepted::Interrupt(0x50)));
+    assert_eq!(a.timer_expiry(), None);
+    // A TMICT write stops the host timer and starts nothing; TMCCT goes on
+    // reading the old target, as KVM's.
+    a.mmio_write(reg::TMICT, &1000u32.to_le_bytes(), 2000);
+    assert_eq!(a.timer_expiry(), None);
+    assert_eq!(r(&a, reg::TMICT), 1000);
+    let mut b = xapic(0);
+    w(&mut b, reg::TDCR, 0xb);
+    b.mmio_write(reg::TMICT, &1000u32.to_le_bytes(), 0);
+    w(&mut b, reg::LVT_TIMER, 3 << 17);
+    b.mmio_write(reg::TMICT, &1000u32.to_le_bytes(), 100);
+    assert_eq!(b.timer_expiry(), None);
+    assert_eq!(b.mmio_read(reg::TMCCT, 4, 400), 600);
+    // ... and survives KVM_SET_LAPIC.
+    let s = b.get_state(400, false);
+    b.set_state(&s, 400, false).unwrap();
+    assert_eq!(b.get_state(400, false), s);
 }
 
 #[test]

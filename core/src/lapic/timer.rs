@@ -31,8 +31,9 @@ pub enum TimerMode {
     Periodic,
     /// Fires when the guest TSC reaches `IA32_TSC_DEADLINE`.
     TscDeadline,
-    /// Bits 18:17 = 3, reserved: a TMICT write stops the count without
-    /// starting it; a count already running fires once.
+    /// Bits 18:17 = 3, reserved. As KVM: a count already running fires
+    /// once; a TMICT write stops the host timer without restarting it, and
+    /// TMCCT goes on reading the old count.
     Reserved,
 }
 
@@ -64,9 +65,12 @@ pub(super) struct Timer {
     mode: TimerMode,
     /// One-shot/periodic length, ns; 0 = no count programmed.
     period_ns: u64,
-    /// Host time the running count reaches zero; `None` when stopped or
-    /// expired (KVM's `target_expiration`, with its hrtimer state).
-    target_ns: Option<u64>,
+    /// Host time the count reaches zero (KVM's `target_expiration`): 0
+    /// once a one-shot fired, and kept when the timer is stopped, as TMCCT
+    /// goes on reading it.
+    target_ns: u64,
+    /// The host timer runs for `target_ns` (KVM's hrtimer is active).
+    armed: bool,
     /// `IA32_TSC_DEADLINE` in TSC-deadline mode; 0 = disarmed.
     tsc_deadline: u64,
 }
@@ -74,7 +78,7 @@ pub(super) struct Timer {
 impl Timer {
     /// Stop the host timer (`hrtimer_cancel`); the programmed values stay.
     pub(super) fn cancel(&mut self) {
-        self.target_ns = None;
+        self.armed = false;
     }
 }
 
@@ -158,15 +162,16 @@ impl Lapic {
             Some(0) => 0,
             Some(ns) => ns.min(period),
         };
-        self.timer.target_ns = Some(now_ns.saturating_add(run));
+        self.timer.target_ns = now_ns.saturating_add(run);
+        self.timer.armed = true;
     }
 
     /// A TDCR write (`val & 0xb` is kept): a running count keeps the
     /// fraction it has left, at the new rate (`update_target_expiration`).
     ///
-    /// KVM also "restarts" a one-shot that already expired (its
-    /// `target_expiration` 0 becomes `now`), so a divider change after the
-    /// interrupt fires it again; this model leaves it stopped.
+    /// KVM also starts the host timer when it was not running, so a divider
+    /// change after a one-shot fired fires it again (its expired target
+    /// becomes `now`); this model leaves a stopped timer stopped.
     pub(super) fn write_tdcr(&mut self, v: u32, now_ns: u64) {
         let old = self.timer_divide();
         self.set_reg(reg::TDCR, v & 0xb);
@@ -176,12 +181,15 @@ impl Lapic {
         }
         self.timer.period_ns = self.count_to_ns(self.reg(reg::TMICT));
         self.limit_period();
-        if let Some(t) = self.timer.target_ns {
-            let left = u128::from(t.saturating_sub(now_ns));
-            // At most u64::MAX × 128 / 1: u128 cannot overflow; the result saturates.
-            let scaled = left * u128::from(new) / u128::from(old);
-            let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
-            self.timer.target_ns = Some(now_ns.saturating_add(scaled));
+        let left = u128::from(self.timer.target_ns.saturating_sub(now_ns));
+        // At most u64::MAX × 128 / 1: u128 cannot overflow; the result saturates.
+        let scaled = left * u128::from(new) / u128::from(old);
+        let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
+        self.timer.target_ns = now_ns.saturating_add(scaled);
+        // KVM cancels and restarts, which starts nothing without a period
+        // or in the reserved mode.
+        if self.timer.period_ns == 0 || self.timer.mode == TimerMode::Reserved {
+            self.timer.armed = false;
         }
     }
 
@@ -194,7 +202,7 @@ impl Lapic {
         if self.reg(reg::TMICT) == 0 || period == 0 {
             return 0;
         }
-        let left = self.timer.target_ns.map_or(0, |t| t.saturating_sub(now_ns)) % period;
+        let left = self.timer.target_ns.saturating_sub(now_ns) % period;
         let per_count = u64::from(self.cfg.bus_cycle_ns) * u64::from(self.timer_divide());
         // A period is at most count × per_count, so this fits in u32 (it
         // saturates only if the product above did).
@@ -220,7 +228,7 @@ impl Lapic {
             TimerMode::TscDeadline => {
                 (self.timer.tsc_deadline != 0).then_some(Expiry::GuestTsc(self.timer.tsc_deadline))
             }
-            _ => self.timer.target_ns.map(Expiry::Ns),
+            _ => self.timer.armed.then_some(Expiry::Ns(self.timer.target_ns)),
         }
     }
 
@@ -243,12 +251,14 @@ impl Lapic {
         match t.mode {
             TimerMode::TscDeadline => t.tsc_deadline = 0,
             TimerMode::Periodic if t.period_ns != 0 => {
-                let next = t
-                    .target_ns
-                    .map_or(now_ns, |x| x.saturating_add(t.period_ns));
-                t.target_ns = Some(next.max(now_ns));
+                t.target_ns = t.target_ns.saturating_add(t.period_ns).max(now_ns);
             }
-            _ => t.target_ns = None,
+            // A one-shot's target goes to 0 (KVM), so TMCCT reads 0.
+            TimerMode::OneShot | TimerMode::Periodic => {
+                t.target_ns = 0;
+                t.armed = false;
+            }
+            TimerMode::Reserved => t.armed = false,
         }
         Some(r)
     }
