@@ -14,7 +14,10 @@
 //!
 //! Arithmetic on guest values saturates: a product of TMICT, bus cycle and
 //! divider past `u64::MAX` ns, or an expiry past the end of time, means a
-//! timer that never fires, not a wrap to an early one.
+//! timer that never fires, not a wrap to an early one. (KVM's are signed
+//! 64-bit ns and wrap instead; a host clock is far from either limit, but
+//! near 2^64 ns a saturated expiry makes TMCCT, and so a `KVM_GET_LAPIC`
+//! → `KVM_SET_LAPIC` round trip, inexact.)
 //!
 //! [`Config::min_period_ns`]: super::Config::min_period_ns
 
