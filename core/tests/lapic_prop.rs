@@ -1,13 +1,14 @@
 //! Property tests for the LAPIC model: arbitrary access sequences never
 //! panic and keep the register invariants; acknowledge picks the highest
 //! deliverable vector; ack/EOI drains; `KVM_GET_LAPIC` → `KVM_SET_LAPIC`
-//! → `KVM_GET_LAPIC` is the identity.
+//! → `KVM_GET_LAPIC` is the identity (but for a TMCCT that comes back 0,
+//! see `same_state`).
 
 use proptest::prelude::*;
 use rkvm_core::cpuid::GuestCaps;
 use rkvm_core::lapic::{
     reg, Accepted, Config, DeliveryMode, DestMode, Expiry, Lapic, Lvt, Sender, Shorthand,
-    TimerModes, Trigger,
+    TimerModes, Trigger, STATE_SIZE,
 };
 
 /// One thing that can happen to a LAPIC.
@@ -212,7 +213,7 @@ fn step(a: &mut Lapic, op: &Op, clk: &mut Clock) -> Result<(), TestCaseError> {
             let s = a.get_state(now, fmt);
             a.set_state(&s, now, fmt)
                 .map_err(|_| TestCaseError::fail("set_state refused its own state"))?;
-            prop_assert_eq!(a.get_state(now, fmt), s);
+            prop_assert!(same_state(&a.get_state(now, fmt), &s));
         }
         Op::Advance(d) => {
             // A host clock stays far below 2^64 ns; near it "now + period"
@@ -222,6 +223,18 @@ fn step(a: &mut Lapic, op: &Op, clk: &mut Clock) -> Result<(), TestCaseError> {
         }
     }
     invariants(a, clk.now)
+}
+
+/// Whether `after` (read back after loading `before`) is `before`, but
+/// that TMCCT may come back 0: restoring starts the count from TMICT's
+/// period, and a count read against a longer stale period (a periodic
+/// timer stretched to the minimum, then switched to one-shot; KVM keeps
+/// that period) exceeds it.
+fn same_state(after: &[u8; STATE_SIZE], before: &[u8; STATE_SIZE]) -> bool {
+    let t = reg::TMCCT as usize;
+    after[..t] == before[..t]
+        && after[t + 4..] == before[t + 4..]
+        && (after[t..t + 4] == before[t..t + 4] || after[t..t + 4] == [0; 4])
 }
 
 /// What holds after every step.
@@ -385,7 +398,7 @@ proptest! {
         let mut b = Lapic::new(id, *a.config());
         b.set_apic_base(a.apic_base(), true, &caps()).unwrap();
         b.set_state(&s, now, fmt).unwrap();
-        prop_assert_eq!(b.get_state(now, fmt), s);
+        prop_assert!(same_state(&b.get_state(now, fmt), &s));
         prop_assert_eq!(b.pending_vector(), a.pending_vector());
         // The deadline is an MSR of its own, restored after the page.
         b.set_tsc_deadline(a.tsc_deadline());

@@ -46,6 +46,18 @@ const BASES: [u64; 8] = [
     1 << 50 | 0x800,
 ];
 
+/// Whether `after` (read back after loading `before`) is `before`, but
+/// that TMCCT may come back 0: restoring starts the count from TMICT's
+/// period, and a count read against a longer stale period (a periodic
+/// timer stretched to the minimum, then switched to one-shot; KVM keeps
+/// that period) exceeds it.
+fn same_state(after: &[u8; STATE_SIZE], before: &[u8; STATE_SIZE]) -> bool {
+    let t = reg::TMCCT as usize;
+    after[..t] == before[..t]
+        && after[t + 4..] == before[t + 4..]
+        && (after[t..t + 4] == before[t..t + 4] || after[t..t + 4] == [0; 4])
+}
+
 fn check(a: &Lapic, now: u64) {
     assert_eq!(a.register(reg::PPR), u32::from(a.ppr()));
     if let Some(v) = a.pending_vector() {
@@ -205,7 +217,7 @@ fuzz_target!(|data: &[u8]| {
                 let fmt = inp.u8() & 1 != 0;
                 let s = a.get_state(now, fmt);
                 a.set_state(&s, now, fmt).expect("its own state");
-                assert_eq!(a.get_state(now, fmt), s);
+                assert!(same_state(&a.get_state(now, fmt), &s));
             }
             14 => {
                 // An arbitrary state image: anything goes, nothing panics.
@@ -218,7 +230,7 @@ fuzz_target!(|data: &[u8]| {
                     // Loading what was read back changes nothing more.
                     let g = a.get_state(now, fmt);
                     a.set_state(&g, now, fmt).expect("its own state");
-                    assert_eq!(a.get_state(now, fmt), g);
+                    assert!(same_state(&a.get_state(now, fmt), &g));
                 }
                 // The register invariants are about what guest accesses
                 // leave, not about any image the host may load: start over.

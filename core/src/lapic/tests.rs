@@ -1073,6 +1073,23 @@ fn set_state_recomputes_lvr_ppr_and_restarts_timer() {
 }
 
 #[test]
+fn stale_stretched_period_as_kvm() {
+    // Periodic with a 6 ns count, stretched to 200 µs; then one-shot. KVM
+    // keeps the 200 µs period, so TMCCT reads past TMICT; restoring that
+    // count starts from TMICT's 6 ns, and it reads 0 afterwards.
+    let mut a = xapic(0);
+    w(&mut a, reg::LVT_TIMER, 1 << 17);
+    a.mmio_write(reg::TMICT, &3u32.to_le_bytes(), 0);
+    assert_eq!(a.timer_expiry(), Some(Expiry::Ns(200_000)));
+    w(&mut a, reg::LVT_TIMER, 0);
+    assert_eq!(a.mmio_read(reg::TMCCT, 4, 100_000), 50_000);
+    let s = a.get_state(100_000, false);
+    a.set_state(&s, 100_000, false).unwrap();
+    assert_eq!(a.timer_expiry(), Some(Expiry::Ns(100_006)));
+    assert_eq!(a.mmio_read(reg::TMCCT, 4, 100_000), 0);
+}
+
+#[test]
 fn set_state_keeps_tsc_deadline() {
     let mut a = xapic(0);
     w(&mut a, reg::LVT_TIMER, 2 << 17);
