@@ -58,6 +58,14 @@ fn same_state(after: &[u8; STATE_SIZE], before: &[u8; STATE_SIZE]) -> bool {
         && (after[t..t + 4] == before[t..t + 4] || after[t..t + 4] == [0; 4])
 }
 
+/// Whether round trips are exact: with a bus cycle this short no timer
+/// period saturates (TMICT × 4096 × 128 < 2^51 ns, and the clock stays
+/// below 2^62), so "now + period" is exact. Longer ones exercise the
+/// saturating paths, where only the absence of panics is checked.
+fn exact_timers(a: &Lapic) -> bool {
+    a.config().bus_cycle_ns <= 1 << 12
+}
+
 fn check(a: &Lapic, now: u64) {
     assert_eq!(a.register(reg::PPR), u32::from(a.ppr()));
     if let Some(v) = a.pending_vector() {
@@ -217,7 +225,7 @@ fuzz_target!(|data: &[u8]| {
                 let fmt = inp.u8() & 1 != 0;
                 let s = a.get_state(now, fmt);
                 a.set_state(&s, now, fmt).expect("its own state");
-                assert!(same_state(&a.get_state(now, fmt), &s));
+                assert!(same_state(&a.get_state(now, fmt), &s) || !exact_timers(&a));
             }
             14 => {
                 // An arbitrary state image: anything goes, nothing panics.
@@ -230,7 +238,7 @@ fuzz_target!(|data: &[u8]| {
                     // Loading what was read back changes nothing more.
                     let g = a.get_state(now, fmt);
                     a.set_state(&g, now, fmt).expect("its own state");
-                    assert!(same_state(&a.get_state(now, fmt), &g));
+                    assert!(same_state(&a.get_state(now, fmt), &g) || !exact_timers(&a));
                 }
                 // The register invariants are about what guest accesses
                 // leave, not about any image the host may load: start over.
