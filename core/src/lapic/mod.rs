@@ -19,21 +19,31 @@
 //! the xAPIC MMIO page, the x2APIC MSRs and `KVM_GET/SET_LAPIC`;
 //! `route.rs` IPIs and destination matching; `timer.rs` the APIC timer.
 //!
-//! Where this model and KVM differ, it is on purpose and said where it
-//! happens; the main choices:
+//! Choices, and where this model differs from KVM (on purpose; each is
+//! also said where it happens):
 //!
-//! * KVM never sets ESR bits (no illegal-vector or illegal-register
+//! * As KVM, no ESR bit is ever set (no illegal-vector or illegal-register
 //!   errors): vectors 0–15 are accepted like any other, and ESR reads what
-//!   `KVM_SET_LAPIC` put there (0 after reset). So does this model.
-//! * The architectural arbitration priority register reads 0 (KVM); KVM's
-//!   lowest-priority arbitration is by vector hashing, see
-//!   [`lowest_priority_index`].
+//!   `KVM_SET_LAPIC` put there (0 after reset).
+//! * As KVM, APR reads 0; lowest-priority arbitration is KVM's vector
+//!   hashing ([`lowest_priority_index`]), or its per-APIC counter
+//!   ([`Lapic::arbitration_priority`]).
 //! * INIT and SIPI are outputs ([`Accepted::Init`], [`Accepted::Sipi`]):
 //!   the vCPU keeps KVM's `pending_events`/`sipi_vector` latch.
-//! * Not modelled: APICv/AVIC, the TPR-access reporting and vAPIC page
+//! * IPIs, the "self" shorthand and SELF_IPI included, are returned for
+//!   the kernel to route ([`Effects::ipi`]); nothing is delivered locally.
+//! * An MMIO read KVM refuses reads 0 (KVM leaves the destination buffer
+//!   as it was).
+//! * The x2APIC ICR is kept split in ICR/ICR2 (KVM's layout on SVM; on VMX
+//!   it is one 64-bit word; `KVM_GET_LAPIC` shows both the same).
+//! * A divider change does not restart a timer that is not running (KVM
+//!   restarts it, firing an expired one-shot again).
+//! * Time saturates at `u64::MAX` ns where KVM's signed ktime would wrap.
+//! * Not modelled: APICv/AVIC, TPR-access reporting and the vAPIC page
 //!   (`KVM_TPR_ACCESS_REPORTING`, `KVM_SET_VAPIC_ADDR`), PV EOI, Hyper-V
 //!   SynIC, the LVT0 NMI-watchdog count the in-kernel PIT uses, KVM's
-//!   timer advancement (`lapic_timer_advance`) and hv-timer.
+//!   optimized APIC map, timer advancement (`lapic_timer_advance`) and
+//!   the hv-timer.
 
 mod irq;
 mod regs;
@@ -434,8 +444,8 @@ pub struct Eoi {
     /// (and SPIV's directed-EOI bit) to clear remote IRR. With a split
     /// irqchip KVM instead exits with `KVM_EXIT_IOAPIC_EOI` for every
     /// vector in the vCPU's `ioapic_handled_vectors` (those of
-    /// level-triggered userspace IOAPIC routes), whatever TMR says; that
-    /// filter is the kernel's.
+    /// level-triggered userspace IOAPIC routes), whatever TMR and SPIV
+    /// say; that filter is the kernel's.
     pub level: bool,
 }
 
