@@ -4,7 +4,7 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmMsrsHeader, KvmRegs, KvmSregs,
+    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation,
     KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
@@ -20,6 +20,7 @@ pub(crate) const KVM_GET_API_VERSION: u32 = _IO(KVMIO, 0x00);
 pub(crate) const KVM_CREATE_VM: u32 = _IO(KVMIO, 0x01);
 pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
+pub(crate) const KVM_GET_MSR_INDEX_LIST: u32 = _IOWR::<u32>(KVMIO, 0x02);
 pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x05);
 
 // VM ioctls.
@@ -36,11 +37,14 @@ pub(crate) const KVM_GET_REGS: u32 = _IOR::<KvmRegs>(KVMIO, 0x81);
 pub(crate) const KVM_SET_REGS: u32 = _IOW::<KvmRegs>(KVMIO, 0x82);
 pub(crate) const KVM_GET_SREGS: u32 = _IOR::<KvmSregs>(KVMIO, 0x83);
 pub(crate) const KVM_SET_SREGS: u32 = _IOW::<KvmSregs>(KVMIO, 0x84);
+pub(crate) const KVM_TRANSLATE: u32 = _IOWR::<KvmTranslation>(KVMIO, 0x85);
 pub(crate) const KVM_INTERRUPT: u32 = _IOW::<u32>(KVMIO, 0x86);
 pub(crate) const KVM_GET_MSRS: u32 = _IOWR::<KvmMsrsHeader>(KVMIO, 0x88);
 pub(crate) const KVM_SET_MSRS: u32 = _IOW::<KvmMsrsHeader>(KVMIO, 0x89);
 pub(crate) const KVM_SET_CPUID2: u32 = _IOW::<KvmCpuid2Header>(KVMIO, 0x90);
 pub(crate) const KVM_GET_CPUID2: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x91);
+pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<u32>(KVMIO, 0x98);
+pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<u32>(KVMIO, 0x99);
 pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
 pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<KvmVcpuEvents>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<KvmVcpuEvents>(KVMIO, 0xa0);
@@ -63,6 +67,7 @@ const KVM_CAP_SET_TSS_ADDR: usize = 4;
 const KVM_CAP_EXT_CPUID: usize = 7;
 const KVM_CAP_NR_VCPUS: usize = 9;
 const KVM_CAP_NR_MEMSLOTS: usize = 10;
+const KVM_CAP_MP_STATE: usize = 14;
 const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: usize = 21;
 const KVM_CAP_USER_NMI: usize = 22;
 const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
@@ -86,6 +91,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_SET_TSS_ADDR
         | KVM_CAP_EXT_CPUID
         | KVM_CAP_DESTROY_MEMORY_REGION_WORKS
+        | KVM_CAP_MP_STATE
         | KVM_CAP_USER_NMI
         | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
         | KVM_CAP_SET_IDENTITY_MAP_ADDR

@@ -31,6 +31,7 @@ impl MiscDevice for RkvmDev {
                 Ok((abi::VCPU_MMAP_PAGES * PAGE_SIZE) as isize)
             }
             abi::KVM_GET_SUPPORTED_CPUID => crate::guest_cpuid::get_supported_cpuid(arg),
+            abi::KVM_GET_MSR_INDEX_LIST => crate::vcpu::msr_index_list(arg),
             // KVM answers EINVAL, not ENOTTY, for unknown system ioctls and
             // for a non-zero argument where none is taken.
             _ => Err(EINVAL),

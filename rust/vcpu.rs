@@ -36,6 +36,7 @@ mod regs;
 mod run;
 
 use mmio::Frags;
+pub(crate) use msr::msr_index_list;
 
 /// Offsets in `struct kvm_run` (asserted in core/src/uapi.rs).
 const RUN_REQUEST_INTERRUPT_WINDOW: usize = 0;
@@ -400,6 +401,9 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_NMI => v.nmi(),
             abi::KVM_GET_VCPU_EVENTS => v.get_events(arg),
             abi::KVM_SET_VCPU_EVENTS => v.set_events(arg),
+            abi::KVM_TRANSLATE => v.translate(&this.vm, arg),
+            abi::KVM_GET_MP_STATE => v.get_mp_state(arg),
+            abi::KVM_SET_MP_STATE => v.set_mp_state(arg),
             abi::KVM_GET_DEBUGREGS => v.get_debugregs(arg),
             abi::KVM_SET_DEBUGREGS => v.set_debugregs(arg),
             abi::KVM_GET_XCRS => v.get_xcrs(arg),

@@ -434,12 +434,24 @@ impl ArchVcpu for SvmVcpu {
         self.vmcb.save.rip = v;
     }
 
+    /// While rkvm single-steps to an NMI window, TF and RF are the
+    /// guest's own as saved, not the ones rkvm forced on.
     fn rflags(&self) -> u64 {
-        self.vmcb.save.rflags
+        let r = self.vmcb.save.rflags;
+        match self.nmi_step {
+            Some(own) => (r & !(RFLAGS_TF | RFLAGS_RF)) | (own & (RFLAGS_TF | RFLAGS_RF)),
+            None => r,
+        }
     }
 
     fn set_rflags(&mut self, v: u64) {
-        self.vmcb.save.rflags = v | 2;
+        let v = v | 2;
+        if let Some(own) = self.nmi_step.as_mut() {
+            *own = v;
+            self.vmcb.save.rflags = v | RFLAGS_TF | RFLAGS_RF;
+        } else {
+            self.vmcb.save.rflags = v;
+        }
     }
 
     fn cr0(&self) -> u64 {

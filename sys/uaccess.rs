@@ -4,7 +4,7 @@
 
 use crate::uapi::{
     KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmMsrEntry,
-    KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmUserspaceMemoryRegion,
+    KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
     KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use core::ffi::c_void;
@@ -41,6 +41,7 @@ plain_data!(
     KvmVcpuEvents,
     KvmDebugregs,
     KvmXcrs,
+    KvmTranslation,
 );
 
 /// Reads a `T` from user address `arg` (`EFAULT` if unreadable).

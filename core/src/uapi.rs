@@ -384,6 +384,18 @@ pub struct KvmXcrs {
     pub padding: [u64; 16],
 }
 
+/// `struct kvm_translation` (`KVM_TRANSLATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmTranslation {
+    pub linear_address: u64,
+    pub physical_address: u64,
+    pub valid: u8,
+    pub writeable: u8,
+    pub usermode: u8,
+    pub pad: [u8; 5],
+}
+
 /// `kvm_vcpu_events.flags`.
 pub mod vcpu_events {
     /// `nmi.pending` is valid.
@@ -416,6 +428,7 @@ const _: () = {
     assert!(size_of::<KvmMsrEntry>() == 16);
     assert!(size_of::<KvmVcpuEvents>() == 64);
     assert!(size_of::<KvmDebugregs>() == 128);
+    assert!(size_of::<KvmTranslation>() == 24);
     assert!(size_of::<KvmXcrs>() == 392);
     assert!(offset_of!(KvmVcpuEvents, interrupt_injected) == 8);
     assert!(offset_of!(KvmVcpuEvents, nmi_injected) == 12);

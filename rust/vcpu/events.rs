@@ -3,7 +3,8 @@
 //! Events for the guest: exceptions, the external interrupt userspace
 //! queues (`KVM_INTERRUPT`), NMIs (`KVM_NMI`), their injection at each
 //! entry and re-injection after an exit that interrupted a delivery, the
-//! interrupt window userspace may ask for, and `KVM_GET/SET_VCPU_EVENTS`.
+//! interrupt window userspace may ask for, `KVM_GET/SET_VCPU_EVENTS`, and
+//! `KVM_GET/SET_MP_STATE`.
 //! The queue and its rules are `core/src/events.rs`; the backends encode
 //! and decode the events in their VMCB or VMCS.
 
@@ -19,6 +20,8 @@ use kernel::prelude::*;
 
 /// `KVM_NR_INTERRUPTS`.
 const NR_INTERRUPTS: u32 = 256;
+/// `KVM_MP_STATE_RUNNABLE`.
+const MP_STATE_RUNNABLE: u32 = 0;
 
 impl<B: Backend> Inner<B> {
     /// Raises an exception, as KVM's `kvm_queue_exception(_e)` (merging
@@ -199,6 +202,23 @@ impl<B: Backend> Vcpu<B> {
     pub(super) fn set_events(&self, arg: usize) -> Result<isize> {
         let e: KvmVcpuEvents = uaccess::read(arg)?;
         self.inner.lock().set_vcpu_events(&e)?;
+        Ok(0)
+    }
+
+    /// `KVM_GET_MP_STATE`: without an in-kernel local APIC a vCPU is always
+    /// runnable (HLT exits to userspace), as in KVM.
+    pub(super) fn get_mp_state(&self, arg: usize) -> Result<isize> {
+        uaccess::write(arg, &MP_STATE_RUNNABLE)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_MP_STATE`: only `RUNNABLE` without a local APIC (`EINVAL`
+    /// for the INIT, SIPI and halted states and unknown values, as KVM).
+    pub(super) fn set_mp_state(&self, arg: usize) -> Result<isize> {
+        let s: u32 = uaccess::read(arg)?;
+        if s != MP_STATE_RUNNABLE {
+            return Err(EINVAL);
+        }
         Ok(0)
     }
 }

@@ -8,6 +8,8 @@
 use super::{host_va_bits, Inner, Vcpu};
 use crate::{
     backend::{ArchVcpu, Backend, VcpuState},
+    cpuid::GuestCaps,
+    guest_cpuid,
     msr::{self, APIC_BASE, EFER, MISC_ENABLE, PAT, TSC, TSC_AUX},
     sys::{cpu, uaccess},
     uapi::{KvmMsrEntry, KvmMsrsHeader},
@@ -125,4 +127,21 @@ impl<B: Backend> Vcpu<B> {
         }
         Ok(n as isize)
     }
+}
+
+/// `KVM_GET_MSR_INDEX_LIST` (system ioctl): writes the count back; `E2BIG`
+/// if `nmsrs` is too small for the list, which then is not written.
+pub(crate) fn msr_index_list(arg: usize) -> Result<isize> {
+    let room: u32 = uaccess::read(arg)?;
+    let caps = GuestCaps::from_entries(&guest_cpuid::supported()?);
+    let mut list = KVec::new();
+    for m in msr::saved(caps.rdtscp || caps.rdpid) {
+        list.push(m, GFP_KERNEL)?;
+    }
+    uaccess::write(arg, &(list.len() as u32))?;
+    if (room as usize) < list.len() {
+        return Err(E2BIG);
+    }
+    uaccess::write_array(arg + 4, &list)?;
+    Ok(0)
 }

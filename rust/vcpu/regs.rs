@@ -2,16 +2,23 @@
 
 //! The CPUID-table and register ioctls that need more than a copy:
 //! `KVM_GET/SET_CPUID2`, `KVM_SET_SREGS`, `KVM_GET/SET_DEBUGREGS` and
-//! `KVM_GET/SET_XCRS`.
+//! `KVM_GET/SET_XCRS`, and `KVM_TRANSLATE`.
 
 use super::Vcpu;
 use crate::{
+    addr::Gva,
     backend::{ArchVcpu, Backend},
     cpuid,
+    decode::Vendor,
     guest_cpuid::{self, Policy},
+    memory::Paging,
     msr,
+    paging::Access,
     sys::uaccess,
-    uapi::{KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmSregs, KvmXcrs, KVM_MAX_XCRS},
+    uapi::{
+        KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmSregs, KvmTranslation, KvmXcrs,
+        KVM_MAX_XCRS,
+    },
     vm::Vm,
 };
 use kernel::prelude::*;
@@ -135,6 +142,34 @@ impl<B: Backend> Vcpu<B> {
             }
             inner.state.xcr0 = e.value;
         }
+        Ok(0)
+    }
+
+    /// `KVM_TRANSLATE`: the guest-physical address of a linear address, as
+    /// a supervisor read would find it through the guest's page tables now
+    /// (KVM's `kvm_mmu_gva_to_gpa_system`); `valid` 0 and an all-ones
+    /// address if the walk fails. KVM reports every page writeable and
+    /// none user, whatever the tables say; so does rkvm.
+    pub(super) fn translate(&self, vm: &Vm<B>, arg: usize) -> Result<isize> {
+        let mut t: KvmTranslation = uaccess::read(arg)?;
+        let inner = self.inner.lock();
+        let a = &inner.arch;
+        let p = Paging::new(
+            [a.cr0(), a.cr3(), a.cr4()],
+            a.efer(),
+            a.rflags(),
+            0,
+            inner.policy.caps.maxphyaddr,
+            B::CPU == Vendor::Amd,
+        );
+        let mut mem = vm.mem_once();
+        let gpa = mem.get().translate(&p, Gva(t.linear_address), Access::READ);
+        drop(inner);
+        t.physical_address = gpa.map_or(u64::MAX, |g| g.0);
+        t.valid = u8::from(gpa.is_ok());
+        t.writeable = 1;
+        t.usermode = 0;
+        uaccess::write(arg, &t)?;
         Ok(0)
     }
 }

@@ -3,6 +3,7 @@
  * System and VM file descriptor ABI: what /dev/kvm and /dev/rkvm must answer
  * the same way (API version, capabilities, VM creation and lifetime, errors).
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -211,6 +212,46 @@ TEST_F_TIMEOUT(churn, create_close_1000_vms, 600)
 		ASSERT_EQ(0, close(vm));
 	}
 	EXPECT_EQ(before, count_open_fds());
+	close(fd);
+}
+
+/*
+ * KVM_GET_MSR_INDEX_LIST: too small an nmsrs is E2BIG with the count
+ * written back; the MSRs every VMM saves beyond kvm_sregs are listed, once.
+ */
+TEST(msr_index_list_e2big_protocol_and_contents)
+{
+	static const uint32_t must[] = {
+		0x10, 0x174, 0x175, 0x176, 0x1a0, 0x277,
+		0xc0000081, 0xc0000082, 0xc0000083, 0xc0000084, 0xc0000102,
+	};
+	struct kvm_msr_list *l;
+	struct kvm_msr_list probe = { .nmsrs = 0 };
+	int fd = open_kvm_dev(_metadata);
+	uint32_t n;
+
+	EXPECT_ERRNO(E2BIG, ioctl(fd, KVM_GET_MSR_INDEX_LIST, &probe));
+	n = probe.nmsrs;
+	ASSERT_GT(n, 0);
+	l = calloc(1, sizeof(*l) + (n + 1) * sizeof(uint32_t));
+	ASSERT_NE(NULL, l);
+	l->nmsrs = n - 1;
+	EXPECT_ERRNO(E2BIG, ioctl(fd, KVM_GET_MSR_INDEX_LIST, l));
+	EXPECT_EQ(n, l->nmsrs);
+	l->nmsrs = n + 1;
+	ASSERT_EQ(0, ioctl(fd, KVM_GET_MSR_INDEX_LIST, l));
+	EXPECT_EQ(n, l->nmsrs);
+	for (unsigned int i = 0; i < sizeof(must) / sizeof(must[0]); i++) {
+		int seen = 0;
+
+		for (uint32_t j = 0; j < n; j++)
+			seen += l->indices[j] == must[i];
+		EXPECT_EQ(1, seen) TH_LOG("MSR %#x listed %d times", must[i], seen);
+	}
+	/* EFER travels in kvm_sregs. */
+	for (uint32_t j = 0; j < n; j++)
+		EXPECT_NE(0xc0000080, l->indices[j]);
+	free(l);
 	close(fd);
 }
 

@@ -598,6 +598,85 @@ TEST_F(vc, xcrs_reset_rules_and_round_trip)
 	EXPECT_EQ(3ULL, x.xcrs[0].value);
 }
 
+/* Without an in-kernel local APIC a vCPU is always RUNNABLE. */
+TEST_F(vc, mp_state_without_irqchip_is_runnable_only)
+{
+	struct kvm_mp_state m = { .mp_state = 0xff };
+
+	EXPECT_EQ(1, ioctl(self->vm.sys, KVM_CHECK_EXTENSION, KVM_CAP_MP_STATE));
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_GET_MP_STATE, &m));
+	EXPECT_EQ(KVM_MP_STATE_RUNNABLE, m.mp_state);
+	EXPECT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_MP_STATE, &m));
+	for (unsigned int s = KVM_MP_STATE_UNINITIALIZED; s <= KVM_MP_STATE_SIPI_RECEIVED; s++) {
+		m.mp_state = s;
+		EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_MP_STATE, &m));
+	}
+	m.mp_state = 1000;
+	EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_MP_STATE, &m));
+}
+
+/*
+ * The MSRs every VMM saves (SYSENTER, SYSCALL, KERNEL_GS_BASE, TSC, PAT,
+ * MISC_ENABLE) read and write back with KVM_GET/SET_MSRS.
+ */
+TEST_F(vc, saved_msrs_round_trip)
+{
+	static const uint32_t idx[] = {
+		0x174, 0x175, 0x176, 0x1a0, 0x277,
+		0xc0000081, 0xc0000082, 0xc0000083, 0xc0000084, 0xc0000102,
+	};
+	const unsigned int n = sizeof(idx) / sizeof(idx[0]);
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e[16];
+	} m = { .h.nmsrs = n };
+
+	vcpu_set_supported_cpuid(_metadata, &self->vm, &self->vcpu);
+	for (unsigned int i = 0; i < n; i++)
+		m.e[i].index = idx[i];
+	ASSERT_EQ((int)n, ioctl(self->vcpu.fd, KVM_GET_MSRS, &m));
+	m.e[0].data = 0x10;			/* SYSENTER_CS */
+	m.e[2].data = 0xffffffff81000000ULL;	/* SYSENTER_EIP */
+	m.e[7].data = 0xffffffff81200000ULL;	/* LSTAR */
+	ASSERT_EQ((int)n, ioctl(self->vcpu.fd, KVM_SET_MSRS, &m));
+	for (unsigned int i = 0; i < n; i++)
+		m.e[i].data = 0x5a5a;
+	ASSERT_EQ((int)n, ioctl(self->vcpu.fd, KVM_GET_MSRS, &m));
+	EXPECT_EQ(0x10ULL, m.e[0].data);
+	EXPECT_EQ(0xffffffff81000000ULL, m.e[2].data);
+	EXPECT_EQ(0xffffffff81200000ULL, m.e[7].data);
+	EXPECT_EQ(0x0007040600070406ULL, m.e[4].data);	/* PAT at RESET */
+}
+
+/*
+ * KVM_TRANSLATE walks the guest's page tables as a supervisor read: the
+ * identity without paging, the long-mode tables after vcpu_setup_long(),
+ * valid 0 where nothing is mapped; KVM says writeable 1, usermode 0.
+ */
+TEST_F(vc, translate_walks_the_guest_page_tables)
+{
+	struct kvm_translation t = { .linear_address = 0x12345 };
+
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_TRANSLATE, &t));
+	EXPECT_EQ(1, t.valid);
+	EXPECT_EQ(0x12345ULL, t.physical_address);
+
+	vcpu_setup_long(_metadata, &self->vm, &self->vcpu);
+	memset(&t, 0, sizeof(t));
+	t.linear_address = LONG_ALIAS_VA + 0x20123;
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_TRANSLATE, &t));
+	EXPECT_EQ(1, t.valid);
+	EXPECT_EQ(0x20123ULL, t.physical_address);
+	EXPECT_EQ(1, t.writeable);
+	EXPECT_EQ(0, t.usermode);
+
+	memset(&t, 0, sizeof(t));
+	t.linear_address = 0x0000700000000000ULL;	/* PML4 entry 224: empty */
+	ASSERT_EQ(0, ioctl(self->vcpu.fd, KVM_TRANSLATE, &t));
+	EXPECT_EQ(0, t.valid);
+	EXPECT_EQ(~0ULL, t.physical_address);
+}
+
 TEST(vcpus_of_one_vm_have_separate_state)
 {
 	struct vm vm;
