@@ -210,6 +210,22 @@ static inline void vcpu_set_sregs(struct __test_metadata *_metadata,
 		TH_LOG("KVM_SET_SREGS: %s", strerror(errno));
 }
 
+static inline void vcpu_get_events(struct __test_metadata *_metadata,
+				   struct vcpu *vcpu,
+				   struct kvm_vcpu_events *events)
+{
+	ASSERT_EQ(0, ioctl(vcpu->fd, KVM_GET_VCPU_EVENTS, events))
+		TH_LOG("KVM_GET_VCPU_EVENTS: %s", strerror(errno));
+}
+
+static inline void vcpu_set_events(struct __test_metadata *_metadata,
+				   struct vcpu *vcpu,
+				   struct kvm_vcpu_events *events)
+{
+	ASSERT_EQ(0, ioctl(vcpu->fd, KVM_SET_VCPU_EVENTS, events))
+		TH_LOG("KVM_SET_VCPU_EVENTS: %s", strerror(errno));
+}
+
 static inline void vcpu_set_rip(struct __test_metadata *_metadata,
 				struct vcpu *vcpu, uint64_t rip)
 {
