@@ -448,14 +448,20 @@ static inline void vcpu_setup_long(struct __test_metadata *_metadata,
 	setup_regs_at_code(_metadata, vcpu);
 }
 
-/* A present 64-bit interrupt gate (DPL 0, no IST) for @vector at IDT_GPA. */
-static inline void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t rip)
+/* A present 64-bit interrupt gate (DPL 0, no IST) for @vector in @idt. */
+static inline void idt_set_gate64(void *idt, int vector, uint64_t rip)
 {
-	uint64_t *g = (uint64_t *)(vm->mem + IDT_GPA + vector * 16);
+	uint64_t *g = (uint64_t *)((uint8_t *)idt + vector * 16);
 
 	g[0] = (rip & 0xffff) | (uint64_t)SEL_CODE64 << 16 |
 	       0x8eULL << 40 | (rip >> 16 & 0xffff) << 48;
 	g[1] = rip >> 32;
+}
+
+/* The same in the IDT at IDT_GPA. */
+static inline void vm_set_idt_gate64(struct vm *vm, int vector, uint64_t rip)
+{
+	idt_set_gate64(vm->mem + IDT_GPA, vector, rip);
 }
 
 /* KVM_RUN, which must succeed. */
