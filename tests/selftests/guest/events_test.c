@@ -371,14 +371,18 @@ TEST_F(ev, irq_window_opens_at_once_when_if_is_set)
 	EXPECT_OUT(&self->vcpu, PORT_MAIN, 1);
 }
 
+/* The counter in EBX: the stubs clobber EAX. */
 GUEST_CODE(sti_shadow_out, 64,
-	"mov eax, 2\n"
+	"mov ebx, 2\n"
 	"cli\n"
+	"mov eax, ebx\n"
 	"out 0x10, eax\n"		/* 2, IF = 0 */
-	"inc eax\n"
+	"inc ebx\n"
+	"mov eax, ebx\n"
 	"sti\n"
 	"out 0x10, eax\n"		/* 3, in the STI shadow */
-	"inc eax\n"
+	"inc ebx\n"
+	"mov eax, ebx\n"
 	"out 0x10, eax\n"		/* 4 */
 	"hlt\n");
 
