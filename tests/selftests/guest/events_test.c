@@ -380,30 +380,56 @@ GUEST_CODE(sti_shadow_out, 64,
 	"inc ebx\n"
 	"mov eax, ebx\n"
 	"sti\n"
+	".globl sti_shadow_out_b\n"
+	"sti_shadow_out_b:\n"
 	"out 0x10, eax\n"		/* 3, in the STI shadow */
+	".globl sti_shadow_out_c\n"
+	"sti_shadow_out_c:\n"
 	"inc ebx\n"
 	"mov eax, ebx\n"
 	"out 0x10, eax\n"		/* 4 */
 	"hlt\n");
+extern const uint8_t sti_shadow_out_b[], sti_shadow_out_c[];
 
 /*
- * STI; OUT with the window requested: the OUT in the shadow runs (and
- * exits) before the window can open; once it has completed, the exit
- * reports the window open and an interrupt injected there is taken before
- * the next instruction.
+ * STI; OUT with the window requested: the OUT in the shadow exits to
+ * userspace first. At that exit the OUT has not retired yet (KVM moves RIP
+ * past it when the next KVM_RUN completes it: complete_fast_pio_out()), so
+ * the vCPU is still in the STI shadow: ready_for_interrupt_injection = 0
+ * with if_flag = 1, and KVM_GET_VCPU_EVENTS reports the shadow. The next
+ * KVM_RUN completes the OUT and returns KVM_EXIT_IRQ_WINDOW_OPEN right
+ * after it; an interrupt injected there runs before the next instruction.
  */
 TEST_F(ev, out_in_the_sti_shadow_runs_before_the_interrupt)
 {
 	struct kvm_run *run = self->vcpu.run;
+	struct kvm_vcpu_events e;
+	struct kvm_regs regs;
 
 	vm_load_code(&self->vm, sti_shadow_out);
 	run->request_interrupt_window = 1;
 	EXPECT_OUT(&self->vcpu, PORT_MAIN, 2);
 	EXPECT_EQ(0, run->ready_for_interrupt_injection);
 	EXPECT_EQ(0, run->if_flag);
+
 	EXPECT_OUT(&self->vcpu, PORT_MAIN, 3);
+	EXPECT_EQ(0, run->ready_for_interrupt_injection);
+	EXPECT_EQ(1, run->if_flag);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + (sti_shadow_out_b - sti_shadow_out), regs.rip);
+	vcpu_get_events(_metadata, &self->vcpu, &e);
+	/* SVM has one shadow bit, reported as both (see the round trip). */
+	EXPECT_TRUE(e.interrupt.shadow == KVM_X86_SHADOW_INT_STI ||
+		    e.interrupt.shadow == (KVM_X86_SHADOW_INT_STI |
+					   KVM_X86_SHADOW_INT_MOV_SS))
+		TH_LOG("interrupt.shadow %u", e.interrupt.shadow);
+
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_IRQ_WINDOW_OPEN);
 	EXPECT_EQ(1, run->ready_for_interrupt_injection);
 	EXPECT_EQ(1, run->if_flag);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + (sti_shadow_out_c - sti_shadow_out), regs.rip);
+
 	vcpu_interrupt(&self->vcpu, 0x32);
 	run->request_interrupt_window = 0;
 	EXPECT_OUT(&self->vcpu, PORT_VEC, 0x32);
