@@ -437,6 +437,60 @@ TEST_F(ev, out_in_the_sti_shadow_runs_before_the_interrupt)
 	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
 }
 
+GUEST_CODE(movss_out, 64,
+	"mov ebx, 5\n"
+	"mov eax, ebx\n"
+	"mov ecx, ss\n"
+	"mov ss, ecx\n"
+	".globl movss_out_b\n"
+	"movss_out_b:\n"
+	"out 0x10, eax\n"		/* 5, in the MOV SS shadow */
+	".globl movss_out_c\n"
+	"movss_out_c:\n"
+	"inc ebx\n"
+	"mov eax, ebx\n"
+	"out 0x10, eax\n"		/* 6 */
+	"hlt\n");
+extern const uint8_t movss_out_b[], movss_out_c[];
+
+/*
+ * The same for MOV SS, which blocks interrupts for one instruction with
+ * IF = 1 all along: at the exit of the OUT in its shadow
+ * ready_for_interrupt_injection is 0 although if_flag is 1; the window
+ * opens once the next KVM_RUN has completed the OUT.
+ */
+TEST_F(ev, out_in_the_mov_ss_shadow_runs_before_the_interrupt)
+{
+	struct kvm_run *run = self->vcpu.run;
+	struct kvm_vcpu_events e;
+	struct kvm_regs regs;
+
+	vm_load_code(&self->vm, movss_out);
+	vcpu_set_rflags(_metadata, &self->vcpu, X86_RFLAGS_FIXED | X86_RFLAGS_IF);
+	EXPECT_OUT(&self->vcpu, PORT_MAIN, 5);
+	EXPECT_EQ(0, run->ready_for_interrupt_injection);
+	EXPECT_EQ(1, run->if_flag);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + (movss_out_b - movss_out), regs.rip);
+	vcpu_get_events(_metadata, &self->vcpu, &e);
+	EXPECT_TRUE(e.interrupt.shadow == KVM_X86_SHADOW_INT_MOV_SS ||
+		    e.interrupt.shadow == (KVM_X86_SHADOW_INT_STI |
+					   KVM_X86_SHADOW_INT_MOV_SS))
+		TH_LOG("interrupt.shadow %u", e.interrupt.shadow);
+
+	run->request_interrupt_window = 1;
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_IRQ_WINDOW_OPEN);
+	EXPECT_EQ(1, run->ready_for_interrupt_injection);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	EXPECT_EQ(CODE_GPA + (movss_out_c - movss_out), regs.rip);
+
+	vcpu_interrupt(&self->vcpu, 0x34);
+	run->request_interrupt_window = 0;
+	EXPECT_OUT(&self->vcpu, PORT_VEC, 0x34);
+	EXPECT_OUT(&self->vcpu, PORT_MAIN, 6);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
 GUEST_CODE(shadow_inc, 64,
 	"inc r15\n"
 	".globl shadow_inc_after\n"
