@@ -666,8 +666,9 @@ TEST(nmi_pending_count_is_capped_by_nmi_blocking)
 
 		vcpu_create(_metadata, &vm, i, &v);
 		vcpu_set_events(_metadata, &v, &e);
-		for (int n = 0; n < cases[i].nmis; n++)
+		for (int n = 0; n < cases[i].nmis; n++) {
 			vcpu_nmi(&v);
+		}
 		vcpu_get_events(_metadata, &v, &e);
 		EXPECT_EQ(cases[i].expect, e.nmi.pending)
 			TH_LOG("injected %u masked %u, %u KVM_NMI, nmi.pending %u set",
