@@ -27,6 +27,7 @@
 #define PORT_ERR	0x43	/* exception handler: the error code */
 #define PORT_FRAME_RIP	0x44	/* exception handler: RIP in the frame */
 #define PORT_FRAME_CS	0x45	/* exception handler: CS in the frame */
+#define PORT_NMI_R15	0x46	/* nmi_r15: R15 when the NMI came */
 
 #define HANDLER_GPA	(CODE_GPA + 0x1000)	/* a handler of a test */
 #define STUB_GPA	(CODE_GPA + 0x2000)	/* 256 stubs of 16 bytes */
@@ -552,6 +553,51 @@ TEST_F(ev, nmi_is_delivered_through_vector_2_with_if_clear)
 	EXPECT_VECTOR_THEN_MAIN(&self->vcpu, VEC_NMI, 0);
 	EXPECT_NMI_STATE(&self->vcpu, 0, 0, 0);
 	EXPECT_OUT(&self->vcpu, PORT_MAIN, 1);
+}
+
+/* Reports R15. */
+GUEST_CODE(nmi_r15, 64,
+	"mov eax, r15d\n"
+	"out 0x46, eax\n"
+	"iretq\n");
+
+_Static_assert(PORT_NMI_R15 == 0x46, "nmi_r15");
+
+/*
+ * An interrupt shadow blocks NMIs too (svm_nmi_blocked(),
+ * vmx_nmi_blocked()): a KVM_NMI queued while the vCPU is in a shadow
+ * restored through KVM_SET_VCPU_EVENTS is delivered after the first
+ * instruction, not before it (KVM opens an NMI window instead of
+ * injecting).
+ */
+TEST_F(ev, nmi_waits_for_an_interrupt_shadow)
+{
+	static const uint8_t shadows[] = {
+		KVM_X86_SHADOW_INT_STI, KVM_X86_SHADOW_INT_MOV_SS,
+	};
+
+	vm_load_code(&self->vm, shadow_inc);
+	vm_load(&self->vm, HANDLER_GPA, nmi_r15, nmi_r15_end);
+	vm_set_idt_gate64(&self->vm, VEC_NMI, HANDLER_GPA);
+	for (int i = 0; i < 2; i++) {
+		struct kvm_vcpu_events e = {
+			.flags = KVM_VCPUEVENT_VALID_SHADOW,
+			.interrupt.shadow = shadows[i],
+		};
+		struct kvm_regs regs;
+
+		TH_LOG("shadow %u", shadows[i]);
+		vcpu_get_regs(_metadata, &self->vcpu, &regs);
+		regs.rip = CODE_GPA;
+		regs.r15 = 0;
+		regs.rflags = X86_RFLAGS_FIXED | X86_RFLAGS_IF;
+		vcpu_set_regs(_metadata, &self->vcpu, &regs);
+		vcpu_set_events(_metadata, &self->vcpu, &e);
+		vcpu_nmi(&self->vcpu);
+		EXPECT_OUT(&self->vcpu, PORT_NMI_R15, 1);
+		EXPECT_OUT(&self->vcpu, PORT_MAIN, 1);
+		ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+	}
 }
 
 /* Counts its runs in R12D, reports at entry and again before its IRETQ. */
