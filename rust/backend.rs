@@ -299,6 +299,9 @@ pub(crate) enum Exit {
         value: u64,
         next_rip: Option<u64>,
     },
+    /// MOV to CR8 without the value (SVM without decode assists): the
+    /// generic side decodes the instruction.
+    Cr8Write,
     /// MOV from CR8 (the only intercepted read).
     CrRead {
         cr: u8,

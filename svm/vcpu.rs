@@ -41,6 +41,8 @@ const INT_SHADOW: u32 = 1;
 /// VMCB misc_ctl: nested paging enable.
 const NP_ENABLE: u64 = 1;
 
+/// The exit for a MOV to CR8.
+const WRITE_CR8: u64 = 0x18;
 /// Debug-register access exits: reads 0x20-0x2f, writes 0x30-0x3f.
 const READ_DR0: u64 = 0x20;
 const WRITE_DR15: u64 = 0x3f;
@@ -245,6 +247,7 @@ impl SvmVcpu {
             exit::XSETBV => Exit::Xsetbv { next_rip },
             exit::SHUTDOWN => Exit::Shutdown,
             READ_DR0..=WRITE_DR15 => Exit::DrAccess,
+            WRITE_CR8 => Exit::Cr8Write,
             exit::NPF => Exit::Npf {
                 gpa: Gpa(info2),
                 write: info1 & 2 != 0,
@@ -320,6 +323,10 @@ impl ArchVcpu for SvmVcpu {
         ] {
             c.set_intercept(i);
         }
+        // MOV to CR8: lowering the TPR exits to userspace (KVM_EXIT_SET_TPR)
+        // while the local APIC is userspace's (intercept word 0, writes in
+        // bits 31:16).
+        c.intercepts[0] = 1 << (16 + 8);
         // Every debug-register read and write (intercept word 1).
         c.intercepts[1] = u32::MAX;
         // #AC and #DB always exit, as in KVM: a guest that makes their
@@ -718,8 +725,10 @@ impl ArchVcpu for SvmVcpu {
             msr::CSTAR => s.cstar = v,
             msr::SFMASK => s.sfmask = v,
             msr::SYSENTER_CS => s.sysenter_cs = v & 0xffff,
-            msr::SYSENTER_ESP => s.sysenter_esp = v,
-            msr::SYSENTER_EIP => s.sysenter_eip = v,
+            // AMD keeps 32 bits of these, and so does KVM for a guest whose
+            // CPUID is not Intel's (rkvm keeps no high half for one that is).
+            msr::SYSENTER_ESP => s.sysenter_esp = v & 0xffff_ffff,
+            msr::SYSENTER_EIP => s.sysenter_eip = v & 0xffff_ffff,
             _ => return false,
         }
         true

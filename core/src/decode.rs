@@ -261,13 +261,6 @@ impl Insn {
         rip.wrapping_add(u64::from(self.len)) & self.mode.ip_mask()
     }
 
-    #[cfg_attr(
-        rkvm_module,
-        expect(
-            dead_code,
-            reason = "for backends that intercept CR moves without decode assists; host-tested"
-        )
-    )]
     /// Decodes MOV to/from CRn (0F 20 / 0F 22).
     pub fn control_reg_move(&self) -> Option<SpecialRegMove> {
         self.special_move(0x20, 0x22)

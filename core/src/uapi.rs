@@ -243,6 +243,7 @@ pub mod exit {
     pub const SHUTDOWN: u32 = 8;
     pub const FAIL_ENTRY: u32 = 9;
     pub const INTR: u32 = 10;
+    pub const SET_TPR: u32 = 11;
     pub const INTERNAL_ERROR: u32 = 17;
 }
 

@@ -95,8 +95,11 @@ impl<B: Backend> Inner<B> {
     fn vcpu_events(&self) -> KvmVcpuEvents {
         let q = &self.events;
         let ex = &q.exception;
+        // #BP and #OF are not reported (no instruction length in the ABI:
+        // the instruction raises them again), as KVM.
+        let soft = matches!(ex.vector, events::BP_VECTOR | events::OF_VECTOR);
         KvmVcpuEvents {
-            exception_injected: u8::from(ex.injected || ex.pending),
+            exception_injected: u8::from((ex.injected || ex.pending) && !soft),
             exception_nr: ex.vector,
             exception_has_error_code: u8::from(ex.has_error_code),
             exception_error_code: ex.error_code,

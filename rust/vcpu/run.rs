@@ -289,6 +289,22 @@ impl<B: Backend> Vcpu<B> {
                 value,
                 next_rip,
             } => Ok(self.cr_write(mem, inner, cr, value, next_rip)),
+            Exit::Cr8Write => {
+                let insn = match self.fetch_insn(mem, inner) {
+                    Ok(i) => i,
+                    Err(f) => return Ok(f),
+                };
+                match insn.control_reg_move() {
+                    Some(m) if m.to_special && m.special == 8 => {
+                        let next = insn.next_rip(inner.arch.rip());
+                        Ok(self.cr_write(mem, inner, 8, inner.gpr(m.gpr), Some(next)))
+                    }
+                    _ => {
+                        let rip = inner.arch.rip();
+                        Ok(self.internal_error(inner, internal::EMULATION, &[rip]))
+                    }
+                }
+            }
             Exit::CrRead { cr, gpr, next_rip } => {
                 if cr != 8 {
                     let rip = inner.arch.rip();
@@ -418,7 +434,15 @@ impl<B: Backend> Vcpu<B> {
         };
         let ok = match cr {
             8 if value & !0xf == 0 => {
+                let lowered = value < inner.state.cr8;
                 inner.state.cr8 = value;
+                if lowered {
+                    // Userspace's local APIC may now have an interrupt
+                    // to deliver (KVM's handle_cr / cr8_write_interception).
+                    self.skip(mem, inner, next_rip);
+                    inner.staging.exit_reason = exit::SET_TPR;
+                    return Flow::User;
+                }
                 true
             }
             0 | 4 => match guest_cpuid::guest_cr_write(&inner.policy, cr, value, &state) {
