@@ -49,6 +49,8 @@
 //! iced-x86), `tests/prop.rs` (proptest) and `fuzz/` (cargo-fuzz). So does
 //! their shared test double of `emulate::Cpu`, `testsupport/cpu.rs`, which
 //! the unit tests here include too (under `cfg(test)` only).
+//! `testsupport/lapic.rs` holds what the LAPIC property test and fuzz target
+//! both check after a state round trip.
 
 #![no_std]
 #![forbid(unsafe_code)]

@@ -8,8 +8,12 @@ use proptest::prelude::*;
 use rkvm_core::cpuid::GuestCaps;
 use rkvm_core::lapic::{
     reg, Accepted, Config, DeliveryMode, DestMode, Expiry, Lapic, Lvt, Sender, Shorthand,
-    TimerModes, Trigger, STATE_SIZE,
+    TimerModes, Trigger,
 };
+
+#[path = "../testsupport/lapic.rs"]
+mod lapic_support;
+use lapic_support::{exact_timers, same_state};
 
 /// One thing that can happen to a LAPIC.
 #[derive(Clone, Debug)]
@@ -223,26 +227,6 @@ fn step(a: &mut Lapic, op: &Op, clk: &mut Clock) -> Result<(), TestCaseError> {
         }
     }
     invariants(a, clk.now)
-}
-
-/// Whether `after` (read back after loading `before`) is `before`, but
-/// that TMCCT may come back 0: restoring starts the count from TMICT's
-/// period, and a count read against a longer stale period (a periodic
-/// timer stretched to the minimum, then switched to one-shot; KVM keeps
-/// that period) exceeds it.
-fn same_state(after: &[u8; STATE_SIZE], before: &[u8; STATE_SIZE]) -> bool {
-    let t = reg::TMCCT as usize;
-    after[..t] == before[..t]
-        && after[t + 4..] == before[t + 4..]
-        && (after[t..t + 4] == before[t..t + 4] || after[t..t + 4] == [0; 4])
-}
-
-/// Whether round trips are exact: with a bus cycle this short no timer
-/// period saturates (TMICT × 4096 × 128 < 2^51 ns, and the clock stays
-/// below 2^62), so "now + period" is exact. Longer ones exercise the
-/// saturating paths, where only the absence of panics is checked.
-fn exact_timers(a: &Lapic) -> bool {
-    a.config().bus_cycle_ns <= 1 << 12
 }
 
 /// What holds after every step.
