@@ -48,6 +48,8 @@ pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<u32>(KVMIO, 0x99);
 pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
 pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<KvmVcpuEvents>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<KvmVcpuEvents>(KVMIO, 0xa0);
+pub(crate) const KVM_SET_TSC_KHZ: u32 = _IO(KVMIO, 0xa2);
+pub(crate) const KVM_GET_TSC_KHZ: u32 = _IO(KVMIO, 0xa3);
 pub(crate) const KVM_GET_DEBUGREGS: u32 = _IOR::<KvmDebugregs>(KVMIO, 0xa1);
 pub(crate) const KVM_SET_DEBUGREGS: u32 = _IOW::<KvmDebugregs>(KVMIO, 0xa2);
 pub(crate) const KVM_GET_XCRS: u32 = _IOR::<KvmXcrs>(KVMIO, 0xa6);
@@ -74,6 +76,7 @@ const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
 const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
 const KVM_CAP_DEBUGREGS: usize = 50;
 const KVM_CAP_XCRS: usize = 56;
+const KVM_CAP_GET_TSC_KHZ: usize = 61;
 const KVM_CAP_INTERNAL_ERROR_DATA: usize = 40;
 const KVM_CAP_VCPU_EVENTS: usize = 41;
 const KVM_CAP_MAX_VCPUS: usize = 66;
@@ -96,6 +99,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
         | KVM_CAP_SET_IDENTITY_MAP_ADDR
         | KVM_CAP_DEBUGREGS
+        | KVM_CAP_GET_TSC_KHZ
         | KVM_CAP_INTERNAL_ERROR_DATA
         | KVM_CAP_VCPU_EVENTS
         | KVM_CAP_READONLY_MEM

@@ -91,6 +91,9 @@ struct Inner<B: Backend> {
     fpu: GuestFpu,
     /// Exceptions, the interrupt and NMIs owed to the guest.
     events: Events,
+    /// The last entry had an event or a window set in the VMCB/VMCS (so
+    /// the next one must clear them even with nothing owed).
+    events_armed: bool,
     /// An exception came on top of a #DF: the next entry is a shutdown.
     triple_fault: bool,
     pending: Pending,
@@ -105,6 +108,9 @@ struct Inner<B: Backend> {
     has_run: bool,
     /// The VM's TLB generation this vCPU last entered with.
     tlb_gen: u64,
+    /// The guest TSC's frequency (`KVM_GET/SET_TSC_KHZ`): the host's, as
+    /// rkvm has no TSC scaling.
+    tsc_khz: u32,
     /// A page-sized buffer for string IO data (kept off the stack).
     pio_buf: KVec<u8>,
 }
@@ -149,6 +155,7 @@ impl<B: Backend> Vcpu<B> {
             state: VcpuState::default(),
             fpu: GuestFpu::new()?,
             events: Events::default(),
+            events_armed: false,
             triple_fault: false,
             pending: Pending::None,
             staging: KBox::new(KvmRun::default(), GFP_KERNEL_ACCOUNT)?,
@@ -156,6 +163,7 @@ impl<B: Backend> Vcpu<B> {
             policy: Policy::new(&[])?,
             has_run: false,
             tlb_gen: 0,
+            tsc_khz: cpu::tsc_khz(),
             pio_buf: KVec::from_elem(0, 4096, GFP_KERNEL_ACCOUNT)?,
         };
         inner.reset(id, tsc_offset);
@@ -402,6 +410,8 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_GET_VCPU_EVENTS => v.get_events(arg),
             abi::KVM_SET_VCPU_EVENTS => v.set_events(arg),
             abi::KVM_TRANSLATE => v.translate(&this.vm, arg),
+            abi::KVM_GET_TSC_KHZ => Ok(v.inner.lock().tsc_khz as isize),
+            abi::KVM_SET_TSC_KHZ => v.set_tsc_khz(arg),
             abi::KVM_GET_MP_STATE => v.get_mp_state(arg),
             abi::KVM_SET_MP_STATE => v.set_mp_state(arg),
             abi::KVM_GET_DEBUGREGS => v.get_debugregs(arg),

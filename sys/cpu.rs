@@ -79,6 +79,7 @@ extern "C" {
     fn rkvm_cond_resched();
     fn rkvm_exit_requested() -> bool;
     fn rkvm_task_size() -> usize;
+    fn rkvm_tsc_khz() -> u32;
     fn rkvm_xgetbv0() -> u64;
 }
 
@@ -115,6 +116,13 @@ pub(crate) fn cond_resched() {
 pub(crate) fn exit_requested(_irq: &NoIrq<'_>) -> bool {
     // SAFETY: reads the current task's flags.
     unsafe { rkvm_exit_requested() }
+}
+
+/// The host TSC's frequency in kHz (the kernel's calibrated `tsc_khz`; 0
+/// if calibration failed).
+pub(crate) fn tsc_khz() -> u32 {
+    // SAFETY: reads a variable the kernel sets once at boot.
+    unsafe { rkvm_tsc_khz() }
 }
 
 /// The end of the user address space (`TASK_SIZE_MAX`).

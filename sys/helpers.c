@@ -23,6 +23,7 @@
 #include <asm/fpu/api.h>
 #include <asm/msr.h>
 #include <asm/special_insns.h>
+#include <asm/tsc.h>
 
 /* RDMSR that returns -EIO instead of oopsing on a #GP. */
 int rkvm_rdmsr_safe(u32 msr, u64 *val)
@@ -305,6 +306,11 @@ void rkvm_xsetbv0(u64 xcr0)
 unsigned long rkvm_task_size(void)
 {
 	return TASK_SIZE_MAX;
+}
+
+unsigned int rkvm_tsc_khz(void)
+{
+	return tsc_khz;
 }
 
 unsigned int rkvm_num_online_cpus(void)

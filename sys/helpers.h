@@ -46,6 +46,7 @@ void rkvm_fxrstor(void *area);
 u64 rkvm_xgetbv0(void);
 void rkvm_xsetbv0(u64 xcr0);
 unsigned long rkvm_task_size(void);
+unsigned int rkvm_tsc_khz(void);
 unsigned int rkvm_num_online_cpus(void);
 void rkvm_kick_cpu(int cpu);
 unsigned long rkvm_read_dr7(void);

@@ -229,6 +229,11 @@ impl Events {
         self.exception.injected || self.interrupt.injected || self.nmi_injected
     }
 
+    /// Nothing to deliver and nothing half delivered.
+    pub fn is_idle(&self) -> bool {
+        !self.needs_reinjection() && !self.exception.pending && self.nmi_pending == 0
+    }
+
     /// Forgets what the last entry injected (it was delivered): the start
     /// of KVM's `complete_interrupts`; [`Events::requeue`] then puts back
     /// what the exit interrupted.
@@ -555,6 +560,20 @@ mod tests {
         };
         q.add_nmis(u32::MAX, false);
         assert_eq!(q.nmi_pending, 1);
+    }
+
+    #[test]
+    fn idle_means_nothing_to_inject() {
+        let mut q = Events::default();
+        assert!(q.is_idle());
+        q.add_nmis(1, false);
+        assert!(!q.is_idle());
+        q.decide(BOTH, None);
+        assert!(!q.is_idle());
+        q.clear_injected();
+        assert!(q.is_idle());
+        q.queue_exception(UD_VECTOR, None);
+        assert!(!q.is_idle());
     }
 
     #[test]

@@ -58,6 +58,19 @@ pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// `TSC_AUX`: what RDTSCP and RDPID return in ECX / the register.
 pub const TSC_AUX: u32 = 0xc000_0103;
 
+/// KVM's `tsc_tolerance_ppm`: a guest TSC frequency this close to the
+/// host's needs no scaling.
+pub const TSC_TOLERANCE_PPM: u64 = 250;
+
+/// Whether a guest TSC of `khz` can run at the host's `host_khz` without
+/// TSC scaling (KVM's `kvm_set_tsc_khz` thresholds).
+pub fn tsc_khz_matches_host(khz: u32, host_khz: u32) -> bool {
+    let h = u64::from(host_khz);
+    let lo = h * (1_000_000 - TSC_TOLERANCE_PPM) / 1_000_000;
+    let hi = h * (1_000_000 + TSC_TOLERANCE_PPM) / 1_000_000;
+    (lo..=hi).contains(&u64::from(khz))
+}
+
 /// What `KVM_GET_MSR_INDEX_LIST` lists: the MSRs a VMM saves and restores
 /// with `KVM_GET/SET_MSRS` (EFER, APIC_BASE and the FS/GS bases travel in
 /// `kvm_sregs`), in KVM's order; `TSC_AUX` only where a guest may have
@@ -305,6 +318,18 @@ mod tests {
             efer_write(EFER_NX, 0, false, true, &no_nx, sup),
             Some(EFER_NX)
         );
+    }
+
+    #[test]
+    fn tsc_khz_tolerance_is_250_ppm() {
+        assert!(tsc_khz_matches_host(2_000_000, 2_000_000));
+        assert!(tsc_khz_matches_host(2_000_500, 2_000_000));
+        assert!(tsc_khz_matches_host(1_999_500, 2_000_000));
+        assert!(!tsc_khz_matches_host(2_000_501, 2_000_000));
+        assert!(!tsc_khz_matches_host(1_999_499, 2_000_000));
+        assert!(!tsc_khz_matches_host(1_000_000, 2_000_000));
+        assert!(tsc_khz_matches_host(0, 0));
+        assert!(tsc_khz_matches_host(u32::MAX, u32::MAX));
     }
 
     #[test]

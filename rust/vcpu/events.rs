@@ -44,6 +44,10 @@ impl<B: Backend> Inner<B> {
     /// windows to open (`kvm_check_and_inject_events`). `irq_window`:
     /// userspace asked for an exit when it may inject an interrupt.
     pub(super) fn inject_events(&mut self, irq_window: bool) {
+        // The common exit: nothing owed, nothing set in the VMCB/VMCS.
+        if !irq_window && !self.events_armed && self.events.is_idle() {
+            return;
+        }
         let shadow = self.arch.interrupt_shadow() != 0;
         let allowed = Allowed {
             nmi: !shadow && !self.arch.nmi_masked(),
@@ -66,8 +70,9 @@ impl<B: Backend> Inner<B> {
             }
         }
         self.arch.set_event(e.as_ref());
-        self.arch
-            .set_windows(d.irq_window || irq_window, d.nmi_window);
+        let (irq, nmi) = (d.irq_window || irq_window, d.nmi_window);
+        self.arch.set_windows(irq, nmi);
+        self.events_armed = e.is_some() || irq || nmi;
     }
 
     /// After an exit: what the entry injected was delivered, except what

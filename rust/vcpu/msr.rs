@@ -94,6 +94,23 @@ impl<B: Backend> Inner<B> {
 }
 
 impl<B: Backend> Vcpu<B> {
+    /// `KVM_SET_TSC_KHZ`: 0 means the host's frequency. Without TSC scaling
+    /// only the host's (within KVM's 250 ppm) can be given; anything else
+    /// is `EINVAL` (KVM refuses a lower one too, and emulates a higher one
+    /// by catching up on every entry, which rkvm does not do).
+    pub(super) fn set_tsc_khz(&self, arg: usize) -> Result<isize> {
+        let host = cpu::tsc_khz();
+        let khz = match arg as u32 {
+            0 => host,
+            k => k,
+        };
+        if host == 0 || !msr::tsc_khz_matches_host(khz, host) {
+            return Err(EINVAL);
+        }
+        self.inner.lock().tsc_khz = khz;
+        Ok(0)
+    }
+
     /// `KVM_GET_MSRS`/`KVM_SET_MSRS`: processes entries until the first
     /// one that fails and returns how many succeeded, as KVM does.
     pub(super) fn msrs(&self, arg: usize, write: bool) -> Result<isize> {

@@ -683,6 +683,25 @@ TEST_F(vc, translate_walks_the_guest_page_tables)
 	EXPECT_EQ(~0ULL, t.physical_address);
 }
 
+/*
+ * The guest TSC runs at the host's rate; setting that rate (or 0, "the
+ * host's") works, and without TSC scaling a lower one is EINVAL.
+ */
+TEST_F(vc, tsc_khz_is_the_hosts_and_settable_to_it)
+{
+	int khz;
+
+	EXPECT_EQ(1, ioctl(self->vm.sys, KVM_CHECK_EXTENSION, KVM_CAP_GET_TSC_KHZ));
+	khz = ioctl(self->vcpu.fd, KVM_GET_TSC_KHZ, 0);
+	ASSERT_GT(khz, 0) TH_LOG("KVM_GET_TSC_KHZ: %s", strerror(errno));
+	EXPECT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_TSC_KHZ, khz));
+	EXPECT_EQ(khz, ioctl(self->vcpu.fd, KVM_GET_TSC_KHZ, 0));
+	EXPECT_EQ(0, ioctl(self->vcpu.fd, KVM_SET_TSC_KHZ, 0));
+	EXPECT_EQ(khz, ioctl(self->vcpu.fd, KVM_GET_TSC_KHZ, 0));
+	if (!ioctl(self->vm.sys, KVM_CHECK_EXTENSION, KVM_CAP_TSC_CONTROL))
+		EXPECT_ERRNO(EINVAL, ioctl(self->vcpu.fd, KVM_SET_TSC_KHZ, khz / 2));
+}
+
 TEST(vcpus_of_one_vm_have_separate_state)
 {
 	struct vm vm;
