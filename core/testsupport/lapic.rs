@@ -23,3 +23,18 @@ pub fn same_state(after: &[u8; STATE_SIZE], before: &[u8; STATE_SIZE]) -> bool {
 pub fn exact_timers(a: &Lapic) -> bool {
     a.config().bus_cycle_ns <= 1 << 12
 }
+
+/// The bits each LVT, the divide register, TMCCT and ESR may hold in the
+/// register page, whatever was written to them.
+pub const LVT_AND_TIMER_MASKS: [(u32, u32); 10] = [
+    (reg::LVT_TIMER, 0x0007_10ff),
+    (reg::LVT_THERMAL, 0x0001_17ff),
+    (reg::LVT_PMC, 0x0001_17ff),
+    (reg::LVT_LINT0, 0x0001_f7ff),
+    (reg::LVT_LINT1, 0x0001_f7ff),
+    (reg::LVT_ERROR, 0x0001_10ff),
+    (reg::LVT_CMCI, 0x0001_17ff),
+    (reg::TDCR, 0xb),
+    (reg::TMCCT, 0),
+    (reg::ESR, 0),
+];
