@@ -4,8 +4,9 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation,
-    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
+    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmMsi, KvmMsrsHeader, KvmRegs,
+    KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
+    KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -30,6 +31,9 @@ pub(crate) const KVM_SET_USER_MEMORY_REGION: u32 = _IOW::<KvmUserspaceMemoryRegi
 pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryRegion2>(KVMIO, 0x49);
+pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
+pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<KvmEnableCap>(KVMIO, 0xa3);
+pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<KvmMsi>(KVMIO, 0xa5);
 
 // vCPU ioctls.
 pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
@@ -43,6 +47,8 @@ pub(crate) const KVM_GET_MSRS: u32 = _IOWR::<KvmMsrsHeader>(KVMIO, 0x88);
 pub(crate) const KVM_SET_MSRS: u32 = _IOW::<KvmMsrsHeader>(KVMIO, 0x89);
 pub(crate) const KVM_SET_CPUID2: u32 = _IOW::<KvmCpuid2Header>(KVMIO, 0x90);
 pub(crate) const KVM_GET_CPUID2: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x91);
+pub(crate) const KVM_GET_LAPIC: u32 = _IOR::<[u8; 1024]>(KVMIO, 0x8e);
+pub(crate) const KVM_SET_LAPIC: u32 = _IOW::<[u8; 1024]>(KVMIO, 0x8f);
 pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<u32>(KVMIO, 0x98);
 pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<u32>(KVMIO, 0x99);
 pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
@@ -83,6 +89,10 @@ const KVM_CAP_MAX_VCPUS: usize = 66;
 const KVM_CAP_READONLY_MEM: usize = 81;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
 const KVM_CAP_MAX_VCPU_ID: usize = 128;
+pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
+const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
+const KVM_CAP_SIGNAL_MSI: usize = 77;
+const KVM_CAP_ENABLE_CAP_VM: usize = 98;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
 const KVM_CAP_USER_MEMORY2: usize = 231;
 
@@ -105,9 +115,17 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_READONLY_MEM
         | KVM_CAP_CHECK_EXTENSION_VM
         | KVM_CAP_IMMEDIATE_EXIT
-        | KVM_CAP_USER_MEMORY2 => 1,
+        | KVM_CAP_USER_MEMORY2
+        | KVM_CAP_SPLIT_IRQCHIP
+        | KVM_CAP_SIGNAL_MSI
+        | KVM_CAP_ENABLE_CAP_VM => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
+        // As KVM: the APIC timer's deadline mode runs on a host timer
+        // either way, but KVM offers it only where the host has it.
+        KVM_CAP_TSC_DEADLINE_TIMER => {
+            isize::from(crate::sys::cpu::cpuid(1, 0).ecx & (1 << 24) != 0)
+        }
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

@@ -11,6 +11,7 @@ mod abi;
 mod backend;
 mod dev;
 mod guest_cpuid;
+mod irq;
 mod memory;
 mod mmu;
 #[path = "../svm/mod.rs"]
@@ -32,6 +33,11 @@ mod logic {
     pub(crate) mod decode;
     pub(crate) mod emulate;
     pub(crate) mod events;
+    #[cfg_attr(
+        rkvm_module,
+        allow(dead_code, reason = "the model's whole API is host-tested; the module uses part")
+    )]
+    pub(crate) mod lapic;
     pub(crate) mod memslot;
     pub(crate) mod msr;
     pub(crate) mod paging;
@@ -40,7 +46,9 @@ mod logic {
     pub(crate) mod vmcs;
     pub(crate) mod x86;
 }
-use logic::{addr, cpuid, decode, emulate, events, memslot, msr, paging, uapi, vmcb, vmcs, x86};
+use logic::{
+    addr, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
+};
 
 use backend::Backend;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

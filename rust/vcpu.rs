@@ -6,7 +6,8 @@
 //! The concerns live in `vcpu/`: the run loop and exit dispatch
 //! (`run.rs`), event injection and the event ioctls (`events.rs`), port IO
 //! (`pio.rs`), MMIO and the instruction emulator (`mmio.rs`), the register
-//! and CPUID ioctls (`regs.rs`) and the MSRs (`msr.rs`).
+//! and CPUID ioctls (`regs.rs`), the MSRs (`msr.rs`) and the in-kernel
+//! local APIC (`apic.rs`).
 
 use crate::{
     abi,
@@ -21,13 +22,13 @@ use crate::{
     vm::Vm,
     x86::{self, reset, CR0_PE, EFER_LMA, RFLAGS_IF, RFLAGS_VM},
 };
-use core::sync::atomic::AtomicI32;
 use kernel::{
     new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
 };
 
+mod apic;
 mod events;
 mod mmio;
 mod msr;
@@ -35,6 +36,8 @@ mod pio;
 mod regs;
 mod run;
 
+use apic::Apic;
+pub(crate) use apic::VcpuBell;
 use mmio::Frags;
 pub(crate) use msr::msr_index_list;
 
@@ -113,18 +116,23 @@ struct Inner<B: Backend> {
     tsc_khz: u32,
     /// A page-sized buffer for string IO data (kept off the stack).
     pio_buf: KVec<u8>,
+    /// The local APIC, in a VM with the split irqchip.
+    apic: Option<KBox<Apic>>,
 }
 
 /// One vCPU, owned by its VM.
 #[pin_data]
 pub(crate) struct Vcpu<B: Backend> {
     pub(crate) id: u32,
+    /// Its place in the VM's vCPU list.
+    pub(crate) index: usize,
     /// `[kvm_run, PIO data]`, mapped by userspace.
     pages: KVec<Pages>,
     #[pin]
     inner: Mutex<Inner<B>>,
-    /// The CPU this vCPU is in guest mode on, or -1 (see `run.rs`).
-    pub(crate) running: AtomicI32,
+    /// What others post to the APIC, the host timer, and the CPU this
+    /// vCPU is in guest mode on (see `run.rs`).
+    pub(crate) bell: Arc<VcpuBell>,
 }
 
 /// What a vCPU file descriptor holds: the vCPU and a reference that keeps
@@ -142,10 +150,11 @@ enum Flow {
 }
 
 impl<B: Backend> Vcpu<B> {
-    /// A vCPU in KVM's RESET state. `tsc_offset` starts its TSC where the
-    /// VM's other vCPUs have theirs (KVM synchronises vCPUs created
-    /// together).
-    pub(crate) fn new(id: u32, tsc_offset: u64) -> Result<Arc<Self>> {
+    /// A vCPU in KVM's RESET state, `index` in its VM's list. `tsc_offset`
+    /// starts its TSC where the VM's other vCPUs have theirs (KVM
+    /// synchronises vCPUs created together). `apic`: the VM has the split
+    /// irqchip, so the vCPU gets a local APIC.
+    pub(crate) fn new(id: u32, index: usize, tsc_offset: u64, apic: bool) -> Result<Arc<Self>> {
         let mut pages = KVec::with_capacity(abi::VCPU_MMAP_PAGES, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..abi::VCPU_MMAP_PAGES {
             pages.push(Pages::new(0)?, GFP_KERNEL_ACCOUNT)?;
@@ -165,18 +174,31 @@ impl<B: Backend> Vcpu<B> {
             tlb_gen: 0,
             tsc_khz: cpu::tsc_khz(),
             pio_buf: KVec::from_elem(0, 4096, GFP_KERNEL_ACCOUNT)?,
+            apic: if apic { Some(Apic::new(id)?) } else { None },
         };
         inner.reset(id, tsc_offset);
+        inner.apic_effects(Default::default());
         inner.arch.after_set_cpuid(&inner.policy.caps);
+        let bell = VcpuBell::new()?;
         Arc::pin_init(
             pin_init!(Self {
                 id,
+                index,
                 pages,
                 inner <- new_mutex!(inner),
-                running: AtomicI32::new(-1),
+                bell,
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// A copy of the vCPU's APIC (for the VM's APIC map).
+    pub(crate) fn lapic_copy(&self) -> crate::lapic::Lapic {
+        let inner = self.inner.lock();
+        match inner.apic.as_ref() {
+            Some(a) => a.lapic.clone(),
+            None => crate::lapic::Lapic::new(self.id, crate::lapic::Config::DEFAULT),
+        }
     }
 
     fn publish(&self, inner: &Inner<B>) {
@@ -359,8 +381,14 @@ impl<B: Backend> Inner<B> {
         // Last: the value userspace gave (LMA included) wins over what CR0
         // implied.
         a.set_efer(r.efer);
-        self.state.cr8 = r.cr8;
-        self.state.apic_base = r.apic_base;
+        // Validated by `check_sregs`; with an in-kernel APIC the model
+        // takes both (KVM's kvm_set_cr8 and kvm_apic_set_base).
+        self.set_apic_base(r.apic_base, true);
+        if self.apic.is_some() {
+            self.set_tpr(r.cr8);
+        } else {
+            self.state.cr8 = r.cr8;
+        }
         // The lowest set bit of the bitmap is queued, as KVM does without
         // an in-kernel irqchip.
         if let Some((w, bits)) = r
@@ -412,6 +440,8 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_TRANSLATE => v.translate(&this.vm, arg),
             abi::KVM_GET_TSC_KHZ => Ok(v.inner.lock().tsc_khz as isize),
             abi::KVM_SET_TSC_KHZ => v.set_tsc_khz(arg),
+            abi::KVM_GET_LAPIC => v.get_lapic(arg),
+            abi::KVM_SET_LAPIC => v.set_lapic(&this.vm, arg),
             abi::KVM_GET_MP_STATE => v.get_mp_state(arg),
             abi::KVM_SET_MP_STATE => v.set_mp_state(arg),
             abi::KVM_GET_DEBUGREGS => v.get_debugregs(arg),

@@ -7,6 +7,7 @@ use crate::{
     abi,
     addr::{Gfn, Gpa},
     backend::Backend,
+    irq::{Irqchip, MapEntry},
     memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
     mmu::Mmu,
@@ -30,8 +31,10 @@ use kernel::{
 /// One VM. It belongs to the address space (mm) of the process that
 /// created it; ioctls from any other mm fail with `EIO`, as in KVM.
 ///
-/// Lock order: `slots_lock`, then `mmu`, then `vcpus`. The slot table
-/// itself is read under SRCU ([`Vm::mem`]) and needs no lock.
+/// Lock order: a vCPU's own state, then `slots_lock`, then `mmu`, then
+/// `vcpus`, then `irqchip` and `apic_map` (never both); a vCPU's doorbell
+/// is innermost. The slot table itself is read under SRCU ([`Vm::mem`])
+/// and needs no lock.
 #[pin_data]
 pub(crate) struct Vm<B: Backend> {
     /// The VMM's address space, where pins are charged.
@@ -45,7 +48,14 @@ pub(crate) struct Vm<B: Backend> {
     #[pin]
     mmu: Mutex<Mmu>,
     #[pin]
-    vcpus: Mutex<KVec<Arc<Vcpu<B>>>>,
+    pub(crate) vcpus: Mutex<KVec<Arc<Vcpu<B>>>>,
+    /// The irqchip mode (`KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`).
+    #[pin]
+    pub(crate) irqchip: Mutex<Irqchip>,
+    /// With the split irqchip: every vCPU's doorbell and a copy of its
+    /// APIC, in vCPU order, for message delivery (`irq.rs`).
+    #[pin]
+    pub(crate) apic_map: Mutex<KVec<MapEntry>>,
     /// Bumped whenever mappings leave the nested page table; each vCPU
     /// flushes its TLB when it sees a new value.
     pub(crate) tlb_gen: AtomicU64,
@@ -74,6 +84,8 @@ impl<B: Backend> Vm<B> {
                 slots_lock <- new_mutex!(()),
                 mmu <- new_mutex!(mmu),
                 vcpus <- new_mutex!(KVec::new()),
+                irqchip <- new_mutex!(Irqchip::default()),
+                apic_map <- new_mutex!(KVec::new()),
                 tlb_gen: AtomicU64::new(0),
                 ncr3,
                 max_gfn,
@@ -112,8 +124,25 @@ impl<B: Backend> Vm<B> {
         if vcpus.iter().any(|v| v.id == id as u32) {
             return Err(EEXIST);
         }
-        let vcpu = Vcpu::new(id as u32, this.tsc_offset)?;
-        vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT)?;
+        let split = this.split_irqchip();
+        let vcpu = Vcpu::new(id as u32, vcpus.len(), this.tsc_offset, split)?;
+        if split {
+            let lapic = KBox::new(vcpu.lapic_copy(), GFP_KERNEL_ACCOUNT)?;
+            let mut map = this.apic_map.lock();
+            map.push(
+                MapEntry {
+                    bell: vcpu.bell.clone(),
+                    lapic,
+                },
+                GFP_KERNEL_ACCOUNT,
+            )?;
+        }
+        if let Err(e) = vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT) {
+            if split {
+                this.apic_map.lock().pop();
+            }
+            return Err(e.into());
+        }
         let f = Arc::new(
             VcpuFile {
                 vm: this.into(),
@@ -128,6 +157,9 @@ impl<B: Backend> Vm<B> {
             Ok(fd) => Ok(fd as isize),
             Err(e) => {
                 vcpus.pop();
+                if split {
+                    this.apic_map.lock().pop();
+                }
                 Err(e)
             }
         }
@@ -206,7 +238,7 @@ impl<B: Backend> Vm<B> {
     fn flush_tlbs(&self) {
         self.tlb_gen.fetch_add(1, Ordering::SeqCst);
         for v in self.vcpus.lock().iter() {
-            if let Ok(c) = usize::try_from(v.running.load(Ordering::SeqCst)) {
+            if let Ok(c) = usize::try_from(v.bell.running.load(Ordering::SeqCst)) {
                 cpu::kick_cpu(c);
             }
         }
@@ -374,6 +406,13 @@ impl<B: Backend> AnonFile for Vm<B> {
                 let _addr: u64 = uaccess::read(arg)?;
                 Ok(0)
             }
+            abi::KVM_ENABLE_CAP => this.enable_cap(arg),
+            abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
+            // No in-kernel PIC and IOAPIC: the ioctl does not exist here
+            // (KVM_CREATE_IRQCHIP is ENOTTY, and clients such as the KVM
+            // selftests fall back to the split irqchip), except that with
+            // the split irqchip there already is one (KVM's EEXIST).
+            abi::KVM_CREATE_IRQCHIP if this.split_irqchip() => Err(EEXIST),
             _ => Err(ENOTTY),
         }
     }

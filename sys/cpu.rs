@@ -192,6 +192,8 @@ impl Drop for NoIrq<'_> {
 extern "C" {
     fn rkvm_num_online_cpus() -> u32;
     fn rkvm_kick_cpu(cpu: i32);
+    fn rkvm_kick_cpu_async(cpu: i32);
+    fn rkvm_now_ns() -> u64;
     fn rkvm_read_dr7() -> usize;
     fn rkvm_write_dr7(v: usize);
 }
@@ -207,6 +209,21 @@ pub(crate) fn num_online_cpus() -> usize {
 pub(crate) fn kick_cpu(cpu: usize) {
     // SAFETY: process context with interrupts on (callers: ioctls).
     unsafe { rkvm_kick_cpu(cpu as i32) };
+}
+
+/// Interrupts `cpu` without waiting (any context): a vCPU in guest mode
+/// there exits.
+pub(crate) fn kick_cpu_async(cpu: usize) {
+    // SAFETY: sends a reschedule IPI, valid for any online CPU number, in
+    // any context.
+    unsafe { rkvm_kick_cpu_async(cpu as i32) };
+}
+
+/// The host's monotonic clock (`CLOCK_MONOTONIC`, which hrtimers use), in
+/// nanoseconds.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: reads the clock.
+    unsafe { rkvm_now_ns() }
 }
 
 /// This CPU's DR7. #VMEXIT resets the host's DR7 to 0x400, so a live host

@@ -18,6 +18,7 @@
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <linux/srcu.h>
+#include <linux/timekeeping.h>
 #include <linux/vmstat.h>
 #include <asm/debugreg.h>
 #include <asm/fpu/api.h>
@@ -329,6 +330,18 @@ static void rkvm_nop(void *info)
 void rkvm_kick_cpu(int cpu)
 {
 	smp_call_function_single(cpu, rkvm_nop, NULL, 1);
+}
+
+/* Interrupts @cpu without waiting; safe in any context (KVM's kick). */
+void rkvm_kick_cpu_async(int cpu)
+{
+	smp_send_reschedule(cpu);
+}
+
+/* CLOCK_MONOTONIC in nanoseconds, the clock hrtimers run on. */
+u64 rkvm_now_ns(void)
+{
+	return ktime_get_ns();
 }
 
 unsigned long rkvm_read_dr7(void)

@@ -49,6 +49,8 @@ unsigned long rkvm_task_size(void);
 unsigned int rkvm_tsc_khz(void);
 unsigned int rkvm_num_online_cpus(void);
 void rkvm_kick_cpu(int cpu);
+void rkvm_kick_cpu_async(int cpu);
+u64 rkvm_now_ns(void);
 unsigned long rkvm_read_dr7(void);
 void rkvm_write_dr7(unsigned long v);
 int rkvm_reboot_register(void (*cb)(void));

@@ -12,6 +12,7 @@
 //! callbacks read is published through [`published::Published`], not raw
 //! pointers, and no safe function writes an arbitrary MSR.
 
+pub(crate) mod bell;
 pub(crate) mod cpu;
 pub(crate) mod file;
 pub(crate) mod fpu;

@@ -3,7 +3,8 @@
 //! Copying KVM's UAPI structs to and from userspace.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmMsrEntry,
+    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap, KvmMsi,
+    KvmMsrEntry,
     KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
     KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
@@ -42,6 +43,8 @@ plain_data!(
     KvmDebugregs,
     KvmXcrs,
     KvmTranslation,
+    KvmEnableCap,
+    KvmMsi,
 );
 
 /// Reads a `T` from user address `arg` (`EFAULT` if unreadable).

@@ -179,6 +179,9 @@ pub struct Decision {
     pub nmi_window: bool,
     /// The guest must exit when interrupts are unblocked.
     pub irq_window: bool,
+    /// `inject` is the `external` vector [`Events::decide`] was given: the
+    /// interrupt controller must now acknowledge it.
+    pub took_external: bool,
 }
 
 /// A vCPU's queue of events (the part of KVM's `kvm_vcpu_arch` that
@@ -352,6 +355,7 @@ impl Events {
                     soft: false,
                 };
                 d.inject = Some(self.interrupt.event());
+                d.took_external = true;
             } else {
                 d.irq_window = true;
             }
@@ -439,8 +443,9 @@ mod tests {
         q.requeue(ext(0x30));
         let d = q.decide(BOTH, Some(0x40));
         assert_eq!(d.inject, Some(ext(0x30)));
-        // The NMI and the new interrupt wait for windows.
-        assert!(d.nmi_window && d.irq_window);
+        // The NMI and the new interrupt wait for windows; the controller
+        // keeps 0x40.
+        assert!(d.nmi_window && d.irq_window && !d.took_external);
         assert_eq!(q.nmi_pending, 1);
     }
 
@@ -479,7 +484,8 @@ mod tests {
             Decision {
                 inject: Some(ext(0x20)),
                 nmi_window: false,
-                irq_window: false
+                irq_window: false,
+                took_external: true,
             }
         );
     }

@@ -21,23 +21,11 @@ pub const MISC_ENABLE: u32 = 0x1a0;
 /// `IA32_PAT`.
 pub const PAT: u32 = 0x277;
 /// `IA32_TSC_DEADLINE`: the LAPIC timer's deadline in TSC-deadline mode.
-#[cfg_attr(
-    rkvm_module,
-    expect(dead_code, reason = "for core/src/lapic, not in the module yet")
-)]
 pub const TSC_DEADLINE: u32 = 0x6e0;
 /// First x2APIC register MSR (`APIC_BASE_MSR`): MSR `0x800 + (offset >> 4)`
 /// is the register at xAPIC offset `offset`.
-#[cfg_attr(
-    rkvm_module,
-    expect(dead_code, reason = "for core/src/lapic, not in the module yet")
-)]
 pub const X2APIC_FIRST: u32 = 0x800;
 /// Last MSR of the x2APIC range KVM routes to the LAPIC.
-#[cfg_attr(
-    rkvm_module,
-    expect(dead_code, reason = "for core/src/lapic, not in the module yet")
-)]
 pub const X2APIC_LAST: u32 = 0x8ff;
 /// `IA32_EFER`.
 pub const EFER: u32 = 0xc000_0080;

@@ -385,6 +385,31 @@ pub struct KvmXcrs {
     pub padding: [u64; 16],
 }
 
+/// `struct kvm_enable_cap` (`KVM_ENABLE_CAP`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvmEnableCap {
+    pub cap: u32,
+    pub flags: u32,
+    pub args: [u64; 4],
+    pub pad: [u8; 64],
+}
+
+/// `struct kvm_msi` (`KVM_SIGNAL_MSI`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmMsi {
+    pub address_lo: u32,
+    pub address_hi: u32,
+    pub data: u32,
+    pub flags: u32,
+    pub devid: u32,
+    pub pad: [u8; 12],
+}
+
+/// `KVM_MSI_VALID_DEVID`: the only `kvm_msi.flags` bit.
+pub const KVM_MSI_VALID_DEVID: u32 = 1 << 0;
+
 /// `struct kvm_translation` (`KVM_TRANSLATE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -431,6 +456,8 @@ const _: () = {
     assert!(size_of::<KvmDebugregs>() == 128);
     assert!(size_of::<KvmTranslation>() == 24);
     assert!(size_of::<KvmXcrs>() == 392);
+    assert!(size_of::<KvmEnableCap>() == 104);
+    assert!(size_of::<KvmMsi>() == 32);
     assert!(offset_of!(KvmVcpuEvents, interrupt_injected) == 8);
     assert!(offset_of!(KvmVcpuEvents, nmi_injected) == 12);
     assert!(offset_of!(KvmVcpuEvents, flags) == 20);

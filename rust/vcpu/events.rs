@@ -3,8 +3,7 @@
 //! Events for the guest: exceptions, the external interrupt userspace
 //! queues (`KVM_INTERRUPT`), NMIs (`KVM_NMI`), their injection at each
 //! entry and re-injection after an exit that interrupted a delivery, the
-//! interrupt window userspace may ask for, `KVM_GET/SET_VCPU_EVENTS`, and
-//! `KVM_GET/SET_MP_STATE`.
+//! interrupt window userspace may ask for, and `KVM_GET/SET_VCPU_EVENTS`.
 //! The queue and its rules are `core/src/events.rs`; the backends encode
 //! and decode the events in their VMCB or VMCS.
 
@@ -20,8 +19,6 @@ use kernel::prelude::*;
 
 /// `KVM_NR_INTERRUPTS`.
 const NR_INTERRUPTS: u32 = 256;
-/// `KVM_MP_STATE_RUNNABLE`.
-const MP_STATE_RUNNABLE: u32 = 0;
 
 impl<B: Backend> Inner<B> {
     /// Raises an exception, as KVM's `kvm_queue_exception(_e)` (merging
@@ -44,8 +41,9 @@ impl<B: Backend> Inner<B> {
     /// windows to open (`kvm_check_and_inject_events`). `irq_window`:
     /// userspace asked for an exit when it may inject an interrupt.
     pub(super) fn inject_events(&mut self, irq_window: bool) {
+        let external = self.apic.as_ref().and_then(|a| a.external());
         // The common exit: nothing owed, nothing set in the VMCB/VMCS.
-        if !irq_window && !self.events_armed && self.events.is_idle() {
+        if !irq_window && !self.events_armed && self.events.is_idle() && external.is_none() {
             return;
         }
         let shadow = self.arch.interrupt_shadow() != 0;
@@ -54,7 +52,12 @@ impl<B: Backend> Inner<B> {
             irq: !shadow && interrupts_enabled(self.arch.rflags()),
         };
         let first_delivery = self.events.exception.pending;
-        let d = self.events.decide(allowed, None);
+        let d = self.events.decide(allowed, external);
+        if d.took_external {
+            if let Some(a) = self.apic.as_mut() {
+                a.acknowledge();
+            }
+        }
         let mut e = d.inject;
         if let Some(ev) = e.as_mut() {
             if ev.kind == events::Kind::Exception {
@@ -84,11 +87,17 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// `kvm_run.ready_for_interrupt_injection` without an in-kernel
-    /// irqchip: interrupts are unblocked, none is queued, and no event is
-    /// half delivered or pending.
+    /// `kvm_run.ready_for_interrupt_injection`: interrupts are unblocked,
+    /// no event is half delivered or pending, and userspace's PIC vector
+    /// has a place (none queued; with the APIC in the kernel, also LINT0
+    /// taking ExtINT).
     pub(super) fn ready_for_interrupt(&self) -> bool {
-        interrupts_enabled(self.arch.rflags())
+        let pic_ok = self
+            .apic
+            .as_ref()
+            .is_none_or(|a| a.extint.is_none() && a.lapic.accepts_pic_interrupt());
+        pic_ok
+            && interrupts_enabled(self.arch.rflags())
             && self.arch.interrupt_shadow() == 0
             && !self.events.needs_reinjection()
             && !self.events.exception.pending
@@ -163,6 +172,11 @@ impl<B: Backend> Inner<B> {
             self.arch.set_interrupt_shadow(e.interrupt_shadow);
         }
         q.nmi_injected = e.nmi_injected != 0;
+        if e.flags & flags::VALID_SIPI_VECTOR != 0 {
+            if let Some(a) = self.apic.as_mut() {
+                a.sipi_vector = e.sipi_vector as u8;
+            }
+        }
         let masked = e.nmi_masked != 0;
         if e.flags & flags::VALID_NMI_PENDING != 0 {
             q.nmi_pending = 0;
@@ -178,12 +192,23 @@ impl<B: Backend> Vcpu<B> {
     /// delivered at the next entry, whatever RFLAGS.IF says (userspace
     /// checks `ready_for_interrupt_injection` first). A second one before
     /// that replaces the first, as in KVM.
+    ///
+    /// With the APIC in the kernel it is the PIC's vector, taken through
+    /// LINT0 (ExtINT); `EEXIST` while one waits, as KVM.
     pub(super) fn interrupt(&self, arg: usize) -> Result<isize> {
         let irq: u32 = uaccess::read(arg)?;
         if irq >= NR_INTERRUPTS {
             return Err(EINVAL);
         }
-        self.inner.lock().events.interrupt = events::Interrupt {
+        let mut inner = self.inner.lock();
+        if let Some(a) = inner.apic.as_mut() {
+            if a.extint.is_some() {
+                return Err(EEXIST);
+            }
+            a.extint = Some(irq as u8);
+            return Ok(0);
+        }
+        inner.events.interrupt = events::Interrupt {
             injected: true,
             vector: irq as u8,
             soft: false,
@@ -201,7 +226,10 @@ impl<B: Backend> Vcpu<B> {
 
     /// `KVM_GET_VCPU_EVENTS`.
     pub(super) fn get_events(&self, arg: usize) -> Result<isize> {
-        let e = self.inner.lock().vcpu_events();
+        let mut inner = self.inner.lock();
+        inner.take_mail(&self.bell);
+        let e = inner.vcpu_events();
+        drop(inner);
         uaccess::write(arg, &e)?;
         Ok(0)
     }
@@ -210,23 +238,6 @@ impl<B: Backend> Vcpu<B> {
     pub(super) fn set_events(&self, arg: usize) -> Result<isize> {
         let e: KvmVcpuEvents = uaccess::read(arg)?;
         self.inner.lock().set_vcpu_events(&e)?;
-        Ok(0)
-    }
-
-    /// `KVM_GET_MP_STATE`: without an in-kernel local APIC a vCPU is always
-    /// runnable (HLT exits to userspace), as in KVM.
-    pub(super) fn get_mp_state(&self, arg: usize) -> Result<isize> {
-        uaccess::write(arg, &MP_STATE_RUNNABLE)?;
-        Ok(0)
-    }
-
-    /// `KVM_SET_MP_STATE`: only `RUNNABLE` without a local APIC (`EINVAL`
-    /// for the INIT, SIPI and halted states and unknown values, as KVM).
-    pub(super) fn set_mp_state(&self, arg: usize) -> Result<isize> {
-        let s: u32 = uaccess::read(arg)?;
-        if s != MP_STATE_RUNNABLE {
-            return Err(EINVAL);
-        }
         Ok(0)
     }
 }

@@ -216,6 +216,18 @@ impl<B: Backend> Cpu for EmuCpu<'_, '_, B> {
     fn read_mem(&mut self, gva: u64, data: &mut [u8]) -> MemResult {
         let parts = match self.parts(Gva(gva), data.len(), false) {
             Ok(p) => p,
+            Err(MemResult::Mmio { gpa }) => {
+                // The in-kernel APIC's page is MMIO that never leaves the
+                // kernel.
+                return match self.inner.xapic_offset(gpa, data.len()) {
+                    Some(off) if self.single_part() => {
+                        self.mmio = None;
+                        self.inner.xapic_read(off, data);
+                        MemResult::Done
+                    }
+                    _ => MemResult::Mmio { gpa },
+                };
+            }
             Err(r) => return r,
         };
         for &(gpa, off, n) in &parts.p[..parts.n] {
@@ -228,6 +240,16 @@ impl<B: Backend> Cpu for EmuCpu<'_, '_, B> {
     fn write_mem(&mut self, gva: u64, data: &[u8]) -> MemResult {
         let parts = match self.parts(Gva(gva), data.len(), true) {
             Ok(p) => p,
+            Err(MemResult::Mmio { gpa }) => {
+                return match self.inner.xapic_offset(gpa, data.len()) {
+                    Some(off) if self.single_part() => {
+                        self.mmio = None;
+                        self.inner.xapic_write(off, data);
+                        MemResult::Done
+                    }
+                    _ => MemResult::Mmio { gpa },
+                };
+            }
             Err(r) => return r,
         };
         for &(gpa, off, n) in &parts.p[..parts.n] {
@@ -240,6 +262,11 @@ impl<B: Backend> Cpu for EmuCpu<'_, '_, B> {
 }
 
 impl<B: Backend> EmuCpu<'_, '_, B> {
+    /// The MMIO access just found lies in one page.
+    fn single_part(&self) -> bool {
+        self.mmio.is_some_and(|p| p.n == 1)
+    }
+
     /// Remembers `parts` as the MMIO access the emulator reports.
     fn mmio(&mut self, parts: Parts) -> MemResult {
         self.mmio = Some(parts);

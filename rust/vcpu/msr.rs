@@ -33,13 +33,19 @@ impl<B: Backend> Inner<B> {
             APIC_BASE => s.apic_base,
             TSC_AUX if msr::tsc_aux_readable(host, &self.policy.caps) => s.tsc_aux,
             TSC_AUX => return None,
-            _ => return self.arch.get_msr(index),
+            _ => match self.apic_rdmsr(index) {
+                Some(v) => return v,
+                None => return self.arch.get_msr(index),
+            },
         })
     }
 
     /// Writes `v` to MSR `index`; `false` means #GP for the guest (or a
     /// stop for `KVM_SET_MSRS`). `host`: a `KVM_SET_MSRS` write.
     pub(super) fn set_msr(&mut self, index: u32, v: u64, host: bool) -> bool {
+        if let Some(ok) = self.apic_wrmsr(index, v) {
+            return ok;
+        }
         let caps = &self.policy.caps;
         match index {
             EFER => {
@@ -65,18 +71,7 @@ impl<B: Backend> Inner<B> {
                 Some(m) => self.state.misc_enable = m,
                 None => return false,
             },
-            APIC_BASE => {
-                let now = self.state.apic_base;
-                let ok = if host {
-                    x86::valid_apic_base(v, now, caps)
-                } else {
-                    x86::valid_apic_base_guest(v, now, caps)
-                };
-                if !ok {
-                    return false;
-                }
-                self.state.apic_base = v;
-            }
+            APIC_BASE => return self.set_apic_base(v, host),
             TSC_AUX => match msr::tsc_aux_write(v, host, caps) {
                 Some(aux) => {
                     self.state.tsc_aux = aux;

@@ -67,6 +67,7 @@ impl<B: Backend> Vcpu<B> {
         inner.cpuid = entries;
         inner.policy = policy;
         inner.arch.after_set_cpuid(&policy.caps);
+        inner.apic_after_cpuid();
         Ok(0)
     }
 

@@ -56,10 +56,13 @@ impl<B: Backend> Vcpu<B> {
         let mut cr8 = [0u8; 8];
         run.read_shared(RUN_CR8, &mut cr8);
         let cr8 = u64::from_ne_bytes(cr8);
-        if cr8 > 15 {
-            return Err(EINVAL);
+        // Userspace's TPR, unless the APIC is in the kernel (KVM).
+        if inner.apic.is_none() {
+            if cr8 > 15 {
+                return Err(EINVAL);
+            }
+            inner.state.cr8 = cr8;
         }
-        inner.state.cr8 = cr8;
         let r = self.run_locked(vm, inner);
         inner.staging.cr8 = inner.state.cr8;
         inner.staging.apic_base = inner.state.apic_base;
@@ -89,6 +92,12 @@ impl<B: Backend> Vcpu<B> {
                 inner.staging.exit_reason = exit::INTR;
                 return Err(EINTR);
             }
+            if inner.apic.is_some() && !self.apic_runnable(vm, inner) {
+                // Halted or waiting for INIT/SIPI: sleep until something
+                // is posted or a signal comes, then look again.
+                self.bell.wait();
+                continue;
+            }
             cpu::cond_resched();
             let e = self.enter(vm, inner, irq_window)?;
             if let Flow::User = self.handle_exit(vm, inner, e)? {
@@ -113,7 +122,7 @@ impl<B: Backend> Vcpu<B> {
         // Publish before reading the generation: whoever unmaps bumps the
         // generation first and then kicks every published CPU, so either we
         // see the new generation here or we get kicked out of the guest.
-        let running = Running::publish(&self.running, cpu);
+        let running = Running::publish(&self.bell.running, cpu);
         let gen = vm.tlb_gen.load(Ordering::SeqCst);
         let entry = Entry {
             cpu,
@@ -128,9 +137,10 @@ impl<B: Backend> Vcpu<B> {
         let xcr0 = (inner.arch.cr4() & CR4_OSXSAVE != 0).then_some(inner.state.xcr0);
         let (arch, state) = (&mut inner.arch, &mut inner.state);
         let entered = inner.fpu.with_loaded(&np, xcr0, |irq| -> Result<bool> {
-            // Anything that sets a signal or a reschedule after this check
-            // also interrupts this CPU, which exits the guest at once.
-            if cpu::exit_requested(irq) {
+            // Anything that sets a signal or a reschedule, or posts to the
+            // APIC, after this check also interrupts this CPU, which exits
+            // the guest at once.
+            if cpu::exit_requested(irq) || self.bell.posted() {
                 return Ok(false);
             }
             arch.switch(state, irq)?;
@@ -216,6 +226,11 @@ impl<B: Backend> Vcpu<B> {
             Exit::Io(io) => self.io(mem, inner, io),
             Exit::Hlt { next_rip } => {
                 self.skip(mem, inner, next_rip);
+                // With the APIC in the kernel the vCPU sleeps here.
+                if let Some(a) = inner.apic.as_mut() {
+                    a.mp_state = super::apic::mp::HALTED;
+                    return Ok(Flow::Resume);
+                }
                 inner.staging.exit_reason = exit::HLT;
                 Ok(Flow::User)
             }
@@ -433,6 +448,10 @@ impl<B: Backend> Vcpu<B> {
             cs_l: a.segment(crate::backend::Sreg::Seg(Segment::Cs)).l != 0,
         };
         let ok = match cr {
+            8 if value & !0xf == 0 && inner.apic.is_some() => {
+                inner.set_tpr(value);
+                true
+            }
             8 if value & !0xf == 0 => {
                 let lowered = value < inner.state.cr8;
                 inner.state.cr8 = value;

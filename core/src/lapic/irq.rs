@@ -137,15 +137,15 @@ impl Lapic {
         level: bool,
         trigger: Trigger,
     ) -> Accepted {
+        if mode == DeliveryMode::LowestPriority {
+            // Counts even if dropped, as KVM; wraps, being only compared.
+            self.arb_prio = self.arb_prio.wrapping_add(1);
+        }
+        if !self.accepts(mode, level, trigger) {
+            return Accepted::Dropped;
+        }
         match mode {
             DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
-                if mode == DeliveryMode::LowestPriority {
-                    // Counts even if dropped, as KVM; wraps, being only compared.
-                    self.arb_prio = self.arb_prio.wrapping_add(1);
-                }
-                if (trigger == Trigger::Level && !level) || !self.enabled() {
-                    return Accepted::Dropped;
-                }
                 self.put_vector(Bank::Tmr, vector, trigger == Trigger::Level);
                 self.put_vector(Bank::Irr, vector, true);
                 Accepted::Interrupt(vector)
@@ -153,9 +153,22 @@ impl Lapic {
             DeliveryMode::RemoteRead => Accepted::RemoteRead,
             DeliveryMode::Smi => Accepted::Smi,
             DeliveryMode::Nmi => Accepted::Nmi,
-            DeliveryMode::Init if trigger == Trigger::Edge || level => Accepted::Init,
-            DeliveryMode::Init | DeliveryMode::ExtInt => Accepted::Dropped,
+            DeliveryMode::Init => Accepted::Init,
+            DeliveryMode::ExtInt => Accepted::Dropped,
             DeliveryMode::StartUp => Accepted::Sipi(vector),
+        }
+    }
+
+    /// Whether [`Lapic::accept`] would deliver this interrupt rather than
+    /// drop it (KVM's `kvm_apic_set_irq` result), without delivering it.
+    pub fn accepts(&self, mode: DeliveryMode, level: bool, trigger: Trigger) -> bool {
+        match mode {
+            DeliveryMode::Fixed | DeliveryMode::LowestPriority => {
+                (trigger == Trigger::Edge || level) && self.enabled()
+            }
+            DeliveryMode::Init => trigger == Trigger::Edge || level,
+            DeliveryMode::ExtInt => false,
+            _ => true,
         }
     }
 

@@ -40,6 +40,106 @@ impl Ipi {
     }
 }
 
+/// An MSI as the interrupt it sends (`kvm_msi_to_lapic_irq`), and whether
+/// its redirection hint asks for lowest-priority selection.
+///
+/// Address bits 19:12 are the destination, bit 3 the redirection hint,
+/// bit 2 logical mode; with `x2apic_format` (`KVM_X2APIC_API_USE_32BIT_IDS`)
+/// `address_hi` bits 31:8 extend the destination. Data bits 7:0 are the
+/// vector, 10:8 the delivery mode, 15 the trigger. An MSI is always an
+/// assert (KVM sets `level` to 1) and has no shorthand.
+pub const fn msi_to_ipi(
+    address_lo: u32,
+    address_hi: u32,
+    data: u32,
+    x2apic_format: bool,
+) -> (Ipi, bool) {
+    let mut dest = (address_lo >> 12) & 0xff;
+    if x2apic_format {
+        dest |= (address_hi >> 8) << 8;
+    }
+    let ipi = Ipi {
+        dest,
+        dest_mode: if address_lo & (1 << 2) != 0 {
+            DestMode::Logical
+        } else {
+            DestMode::Physical
+        },
+        shorthand: Shorthand::None,
+        delivery_mode: DeliveryMode::from_bits(data),
+        vector: (data & VECTOR_MASK) as u8,
+        level: true,
+        trigger: if data & (1 << 15) != 0 {
+            Trigger::Level
+        } else {
+            Trigger::Edge
+        },
+    };
+    (ipi, address_lo & (1 << 3) != 0)
+}
+
+/// Who is offered a message: KVM's slow delivery loop
+/// (`__kvm_irq_delivery_to_apic` with vector hashing, its default).
+///
+/// `apics` are the VM's APICs in vCPU order (cloned: it is walked twice);
+/// `sender` is the index of the sending APIC for an IPI, `None` for a
+/// device (MSI, IOAPIC), which matches under `broadcast_quirk`. `redirect`
+/// is an MSI's redirection hint. `deliver` is called with the index of
+/// each APIC to receive the message and the delivery mode to use (lowest
+/// priority to physical 0xff becomes a fixed broadcast, as KVM), which is
+/// also returned.
+///
+/// Hardware-disabled APICs receive nothing. A fixed (or NMI, INIT, ...)
+/// message goes to every match; a lowest-priority one (or any with
+/// `redirect`) to one software-enabled match, chosen by
+/// [`lowest_priority_index`].
+pub fn deliver<'a, I>(
+    apics: I,
+    ipi: &Ipi,
+    redirect: bool,
+    sender: Option<usize>,
+    broadcast_quirk: bool,
+    mut deliver: impl FnMut(usize, DeliveryMode),
+) -> DeliveryMode
+where
+    I: Iterator<Item = &'a Lapic> + Clone,
+{
+    let mut mode = ipi.delivery_mode;
+    if ipi.dest_mode == DestMode::Physical
+        && ipi.dest == BROADCAST
+        && mode == DeliveryMode::LowestPriority
+    {
+        mode = DeliveryMode::Fixed;
+    }
+    // KVM keeps the hint after that rewrite.
+    let lowest = mode == DeliveryMode::LowestPriority || redirect;
+    let matching = |(i, apic): &(usize, &Lapic)| {
+        let from = match sender {
+            Some(s) => Sender::Apic { is_self: s == *i },
+            None => Sender::Device { broadcast_quirk },
+        };
+        apic.hw_enabled() && apic.matches(ipi.dest, ipi.dest_mode, ipi.shorthand, from)
+    };
+    if !lowest {
+        apics
+            .enumerate()
+            .filter(matching)
+            .for_each(|(i, _)| deliver(i, mode));
+        return mode;
+    }
+    let candidates = apics
+        .clone()
+        .enumerate()
+        .filter(matching)
+        .filter(|(_, a)| a.sw_enabled());
+    if let Some(k) = lowest_priority_index(ipi.vector, candidates.clone().count()) {
+        if let Some((i, _)) = candidates.clone().nth(k) {
+            deliver(i, mode);
+        }
+    }
+    mode
+}
+
 impl Lapic {
     /// Whether a message to `dest` in `mode` with `shorthand`, from
     /// `sender`, is for this APIC (`kvm_apic_match_dest`, KVM's slow path).

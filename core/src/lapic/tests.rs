@@ -1151,3 +1151,146 @@ fn rdmsr_tmcct_and_timer_in_x2apic_mode() {
     assert_eq!(x.rdmsr(0x839, 1200), Ok(300));
     assert_eq!(x.wrmsr(0x839, 0, 0), Err(Gp));
 }
+
+// ---- MSI and the delivery loop ----
+
+extern crate std;
+use std::{vec, vec::Vec};
+
+#[test]
+fn msi_decoding_as_kvm_msi_to_lapic_irq() {
+    // Logical, redirection hint, dest 0x0f, level-triggered lowest priority.
+    let (ipi, redirect) = msi_to_ipi(0xfee0_f00c, 0x1200, 0x0000_c131, false);
+    assert!(redirect);
+    assert_eq!(ipi.dest, 0x0f);
+    assert_eq!(ipi.dest_mode, DestMode::Logical);
+    assert_eq!(ipi.delivery_mode, DeliveryMode::LowestPriority);
+    assert_eq!(ipi.vector, 0x31);
+    assert_eq!(ipi.trigger, Trigger::Level);
+    // Always an assert, never a shorthand, whatever data bit 14 says.
+    assert!(ipi.level);
+    assert_eq!(ipi.shorthand, Shorthand::None);
+    // address_hi counts only in the 32-bit ID format.
+    assert_eq!(msi_to_ipi(0xfee0_1000, 0x1200, 0x40, false).0.dest, 1);
+    assert_eq!(msi_to_ipi(0xfee0_1000, 0x1200, 0x40, true).0.dest, 0x1201);
+    let (p, r) = msi_to_ipi(0xfee0_2000, 0, 0x0440, false);
+    assert!(!r);
+    assert_eq!(p.dest_mode, DestMode::Physical);
+    assert_eq!(p.delivery_mode, DeliveryMode::Nmi);
+    assert_eq!(p.trigger, Trigger::Edge);
+}
+
+fn targets(
+    apics: &[Lapic],
+    ipi: &Ipi,
+    redirect: bool,
+    sender: Option<usize>,
+) -> (Vec<usize>, DeliveryMode) {
+    let mut got = Vec::new();
+    let mode = deliver(apics.iter(), ipi, redirect, sender, true, |i, m| {
+        assert_eq!(m, deliver_mode(ipi));
+        got.push(i)
+    });
+    (got, mode)
+}
+
+/// The mode the delivery loop uses for `ipi`.
+fn deliver_mode(ipi: &Ipi) -> DeliveryMode {
+    let broadcast = ipi.dest_mode == DestMode::Physical && ipi.dest == 0xff;
+    match ipi.delivery_mode {
+        DeliveryMode::LowestPriority if broadcast => DeliveryMode::Fixed,
+        m => m,
+    }
+}
+
+fn fixed_to(dest: u32, dest_mode: DestMode, shorthand: Shorthand) -> Ipi {
+    Ipi {
+        dest,
+        dest_mode,
+        shorthand,
+        delivery_mode: DeliveryMode::Fixed,
+        vector: 0x41,
+        level: true,
+        trigger: Trigger::Edge,
+    }
+}
+
+#[test]
+fn delivery_reaches_every_match_and_skips_disabled_apics() {
+    let mut apics = vec![xapic(0), xapic(1), xapic(2), xapic(3)];
+    let p = |d| fixed_to(d, DestMode::Physical, Shorthand::None);
+    assert_eq!(targets(&apics, &p(2), false, None).0, vec![2]);
+    assert_eq!(targets(&apics, &p(0xff), false, None).0, vec![0, 1, 2, 3]);
+    assert_eq!(targets(&apics, &p(9), false, None).0, Vec::<usize>::new());
+    // A hardware-disabled APIC gets nothing, even a broadcast.
+    let base = apics[1].apic_base() & !APIC_BASE_ENABLE;
+    apics[1].set_apic_base(base, true, &caps()).unwrap();
+    assert_eq!(targets(&apics, &p(0xff), false, None).0, vec![0, 2, 3]);
+    // Shorthands are the sender's.
+    let all_but = fixed_to(0, DestMode::Physical, Shorthand::AllButSelf);
+    assert_eq!(targets(&apics, &all_but, false, Some(2)).0, vec![0, 3]);
+    let me = fixed_to(0, DestMode::Physical, Shorthand::ToSelf);
+    assert_eq!(targets(&apics, &me, false, Some(3)).0, vec![3]);
+    // A device never matches "self".
+    assert_eq!(targets(&apics, &me, false, None).0, Vec::<usize>::new());
+}
+
+#[test]
+fn lowest_priority_picks_one_software_enabled_match_by_vector() {
+    let mut apics = vec![xapic(0), xapic(1), xapic(2)];
+    for (i, a) in apics.iter_mut().enumerate() {
+        w(a, reg::LDR, 1 << (24 + i));
+    }
+    let mut ipi = fixed_to(0x07, DestMode::Logical, Shorthand::None);
+    ipi.delivery_mode = DeliveryMode::LowestPriority;
+    // 0x41 % 3 == 2.
+    assert_eq!(
+        targets(&apics, &ipi, false, None),
+        (vec![2], DeliveryMode::LowestPriority)
+    );
+    // A software-disabled APIC is no candidate: 0x41 % 2 == 1, the second of [0, 1].
+    w(&mut apics[2], reg::SPIV, 0xff);
+    assert_eq!(targets(&apics, &ipi, false, None).0, vec![1]);
+    // The MSI redirection hint makes a fixed message lowest priority.
+    let fixed = fixed_to(0x07, DestMode::Logical, Shorthand::None);
+    assert_eq!(
+        targets(&apics, &fixed, true, None),
+        (vec![1], DeliveryMode::Fixed)
+    );
+    // Lowest priority to physical 0xff is a fixed broadcast.
+    let mut b = fixed_to(0xff, DestMode::Physical, Shorthand::None);
+    b.delivery_mode = DeliveryMode::LowestPriority;
+    assert_eq!(
+        targets(&apics, &b, false, None),
+        (vec![0, 1, 2], DeliveryMode::Fixed)
+    );
+    // No candidate: nobody.
+    let none = fixed_to(0x08, DestMode::Logical, Shorthand::None);
+    assert_eq!(targets(&apics, &none, true, None).0, Vec::<usize>::new());
+}
+
+#[test]
+fn accepts_predicts_accept() {
+    let modes = [
+        DeliveryMode::Fixed,
+        DeliveryMode::LowestPriority,
+        DeliveryMode::Smi,
+        DeliveryMode::RemoteRead,
+        DeliveryMode::Nmi,
+        DeliveryMode::Init,
+        DeliveryMode::StartUp,
+        DeliveryMode::ExtInt,
+    ];
+    for spiv in [0xff, 0x1ff] {
+        for mode in modes {
+            for level in [false, true] {
+                for trigger in [Trigger::Edge, Trigger::Level] {
+                    let mut a = xapic(0);
+                    w(&mut a, reg::SPIV, spiv);
+                    let predicted = a.accepts(mode, level, trigger);
+                    assert_eq!(predicted, a.accept(mode, 0x50, level, trigger).delivered());
+                }
+            }
+        }
+    }
+}
