@@ -117,15 +117,11 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_IMMEDIATE_EXIT
         | KVM_CAP_USER_MEMORY2
         | KVM_CAP_SPLIT_IRQCHIP
+        | KVM_CAP_TSC_DEADLINE_TIMER
         | KVM_CAP_SIGNAL_MSI
         | KVM_CAP_ENABLE_CAP_VM => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
-        // As KVM: the APIC timer's deadline mode runs on a host timer
-        // either way, but KVM offers it only where the host has it.
-        KVM_CAP_TSC_DEADLINE_TIMER => {
-            isize::from(crate::sys::cpu::cpuid(1, 0).ecx & (1 << 24) != 0)
-        }
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

@@ -71,10 +71,21 @@ impl<B: Backend> Vm<B> {
 
     /// Delivers `ipi` to the APICs it matches (`kvm_irq_delivery_to_apic`):
     /// `sender` is the sending vCPU's index for an IPI, `None` for an MSI.
-    /// Returns KVM's count: -1 if no APIC matched, else how many accepted.
+    /// Returns KVM's count of APICs that accepted it; when none matched,
+    /// 0 for a message to one destination (KVM's APIC-map fast path) and
+    /// -1 for a broadcast or shorthand (its slow path).
     pub(crate) fn deliver(&self, ipi: &Ipi, redirect: bool, sender: Option<usize>) -> i32 {
         let map = self.apic_map.lock();
-        let mut r = -1;
+        let broadcast = if ipi.dest_mode == lapic::DestMode::Physical {
+            ipi.dest == 0xff
+        } else {
+            ipi.dest == 0xff || ipi.dest == u32::MAX
+        };
+        let mut r = if ipi.shorthand != lapic::Shorthand::None || broadcast {
+            -1
+        } else {
+            0
+        };
         lapic::deliver(
             map.iter().map(|e| &*e.lapic),
             ipi,

@@ -19,6 +19,7 @@
 #include <linux/smp.h>
 #include <linux/srcu.h>
 #include <linux/timekeeping.h>
+#include <trace/events/ipi.h>
 #include <linux/vmstat.h>
 #include <asm/debugreg.h>
 #include <asm/fpu/api.h>

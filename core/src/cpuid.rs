@@ -630,10 +630,10 @@ pub const SUPPORTED_1_EDX: u32 = bit(0) // FPU
     | bit(26) // SSE2
     | bit(27); // SS (self-snoop)
 
-/// Leaf 1 ECX bits rkvm passes through. Hidden although KVM reports them:
-/// VMX (no nesting), PDCM (no PMU), PCID, X2APIC and TSC-deadline (no
-/// in-kernel LAPIC), XSAVE/OSXSAVE and everything needing XCR0 (AVX, FMA,
-/// F16C). MONITOR/MWAIT are hidden, as in KVM.
+/// Leaf 1 ECX bits rkvm passes through (X2APIC and TSC-deadline are
+/// [`EMULATED_1_ECX`]). Hidden although KVM reports them: VMX (no
+/// nesting), PDCM (no PMU), PCID, XSAVE/OSXSAVE and everything needing
+/// XCR0 (AVX, FMA, F16C). MONITOR/MWAIT are hidden, as in KVM.
 pub const SUPPORTED_1_ECX: u32 = bit(0) // SSE3
     | bit(1) // PCLMULQDQ
     | bit(9) // SSSE3
@@ -724,9 +724,15 @@ pub const SUPPORTED_8000_0008_EBX: u32 = bit(0) // CLZERO
     | bit(20) // EFER_LMSLE_MBZ
     | bit(26); // AMD_SSB_NO
 
+/// Leaf 1 ECX bits offered whatever the host has, as KVM's `EMULATED_F`:
+/// HYPERVISOR, and X2APIC and TSC-deadline, which the in-kernel local APIC
+/// provides (a VM without one gets x2APIC mode with every x2APIC MSR #GP,
+/// and an inert `IA32_TSC_DEADLINE`, as in KVM).
+pub const EMULATED_1_ECX: u32 = feature::HYPERVISOR.mask | feature::X2APIC.mask | bit(24);
+
 /// The feature-flag registers [`supported`] filters, as
 /// `(function, index, register, mask)`; every other bit of these registers
-/// is cleared, and only 1.ECX.HYPERVISOR is ever added.
+/// is cleared, and only [`EMULATED_1_ECX`] is ever added.
 pub const FEATURE_MASKS: [(u32, u32, usize, u32); 9] = [
     (1, 0, EDX, SUPPORTED_1_EDX),
     (1, 0, ECX, SUPPORTED_1_ECX),
@@ -779,7 +785,7 @@ impl List<'_> {
 ///   host's PhysAddrSize, LinAddrSize at least 48, GuestPhysAddrSize
 ///   min(phys, 48) (4-level NPT), ECX without [31:16] and [11:8], EDX 0;
 /// * feature registers are masked by [`FEATURE_MASKS`], and leaf 1 ECX
-///   always has the hypervisor bit (KVM's `EMULATED_F(HYPERVISOR)`);
+///   always has [`EMULATED_1_ECX`] (KVM's `EMULATED_F`);
 /// * no hypervisor leaves (0x4000_0000: rkvm has no PV features) and no
 ///   Centaur leaves (KVM lists them only on Centaur/Zhaoxin hosts).
 #[cfg_attr(rkvm_module, expect(dead_code, reason = "used by the host tests"))]
@@ -853,7 +859,7 @@ fn basic_leaf(
         0 => [max_basic, raw[EBX], raw[ECX], raw[EDX]],
         1 => {
             let mut r = masked(1, 0, raw);
-            r[ECX] |= feature::HYPERVISOR.mask;
+            r[ECX] |= EMULATED_1_ECX;
             if list.xcr0 != 0 {
                 r[ECX] |= raw[ECX] & CPUID_1_ECX_XSAVE;
             }
@@ -1395,13 +1401,13 @@ mod tests {
     }
 
     #[test]
-    fn supported_hides_xsave_avx_x2apic_mwait_vmx_pcid() {
+    fn supported_hides_xsave_avx_mwait_vmx_pcid_and_emulates_x2apic() {
         let c = zen_list()[1].ecx;
-        for b in [3, 5, 12, 15, 17, 21, 24, 26, 27, 28, 29] {
+        for b in [3, 5, 12, 15, 17, 26, 27, 28, 29] {
             assert_eq!(c & bit(b), 0, "1.ECX bit {b}");
         }
         let host_c = zen_host(1, 0)[2];
-        assert_eq!(c, (host_c & SUPPORTED_1_ECX) | bit(31));
+        assert_eq!(c, (host_c & SUPPORTED_1_ECX) | bit(31) | bit(24) | bit(21));
     }
 
     #[test]
@@ -1519,7 +1525,8 @@ mod tests {
     #[test]
     fn supported_caps_have_no_xsave_or_nesting() {
         let c = GuestCaps::from_entries(&zen_list());
-        assert!(!c.xsave && !c.svm && !c.vmx && !c.pku && !c.x2apic && !c.pcid && !c.shstk);
+        assert!(!c.xsave && !c.svm && !c.vmx && !c.pku && !c.pcid && !c.shstk);
+        assert!(c.x2apic);
         assert!(c.lm && c.nx && c.pae && c.smep && c.smap && c.fsgsbase && c.amd);
         assert_eq!(c.maxphyaddr, 0x30);
     }
@@ -1564,16 +1571,17 @@ mod tests {
                         }
                         let mut extra = e.regs()[reg] & !host(f, i)[reg];
                         if f == 1 && reg == ECX {
-                            extra &= !feature::HYPERVISOR.mask;
+                            extra &= !EMULATED_1_ECX;
                         }
                         prop_assert_eq!(extra, 0, "leaf {:#x} reg {}", f, reg);
-                        prop_assert_eq!(e.regs()[reg] & !mask & !feature::HYPERVISOR.mask, 0);
+                        prop_assert_eq!(e.regs()[reg] & !mask & !EMULATED_1_ECX, 0);
                     }
                     prop_assert!(e.function != 0xd);
                     prop_assert_eq!(e.flags, if is_indexed(e.function) { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 });
                 }
                 let caps = GuestCaps::from_entries(&out[..n]);
-                prop_assert!(!caps.xsave && !caps.svm && !caps.vmx && !caps.x2apic && !caps.pku);
+                prop_assert!(!caps.xsave && !caps.svm && !caps.vmx && !caps.pku);
+                prop_assert_eq!(caps.x2apic, max_basic >= 1);
                 // Shorter buffers fail rather than truncate.
                 let mut short = vec![Entry::default(); n - 1];
                 prop_assert_eq!(supported(&host, &mut short), Err(TooSmall));

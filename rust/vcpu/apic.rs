@@ -400,10 +400,9 @@ impl<B: Backend> Inner<B> {
     /// The xAPIC page, if `gpa..gpa + len` lies in it and the APIC decodes
     /// MMIO: the offset.
     pub(super) fn xapic_offset(&self, gpa: u64, len: usize) -> Option<u32> {
+        // Even when the page does not decode (APIC disabled, x2APIC mode)
+        // it reads as ones in the kernel (KVM_X86_QUIRK_LAPIC_MMIO_HOLE).
         let a = &self.apic.as_ref()?.lapic;
-        if !a.mmio_active() {
-            return None;
-        }
         let off = gpa.checked_sub(a.mmio_base())?;
         (off + len as u64 <= u64::from(lapic::MMIO_SIZE)).then_some(off as u32)
     }
@@ -491,6 +490,28 @@ impl<B: Backend> Vcpu<B> {
         }
     }
 
+    /// The vCPU is an AP that has not seen INIT yet.
+    pub(super) fn uninitialized(&self, inner: &Inner<B>) -> bool {
+        inner
+            .apic
+            .as_ref()
+            .is_some_and(|a| a.mp_state == mp::UNINITIALIZED)
+    }
+
+    /// `kvm_vcpu_block` then `kvm_apic_accept_events`: sleeps until INIT,
+    /// SIPI, an event the vCPU could take, or a signal.
+    pub(super) fn block_once(&self, vm: &Vm<B>, inner: &mut Inner<B>) {
+        loop {
+            if self.service_apic(vm, inner)
+                || inner.wakes()
+                || kernel::current!().signal_pending()
+            {
+                return;
+            }
+            self.bell.wait();
+        }
+    }
+
     /// `KVM_GET_LAPIC`.
     pub(super) fn get_lapic(&self, arg: usize) -> Result<isize> {
         let mut inner = self.inner.lock();
@@ -562,6 +583,8 @@ fn tsc_to_ns(ticks: u64, khz: u32) -> u64 {
     if khz == 0 {
         return 0;
     }
-    let ns = (u128::from(ticks) * 1_000_000).div_ceil(u128::from(khz));
-    u64::try_from(ns).unwrap_or(u64::MAX)
+    // In two parts: no 128-bit division in the kernel.
+    let khz = u64::from(khz);
+    let whole = (ticks / khz).saturating_mul(1_000_000);
+    whole.saturating_add(((ticks % khz) * 1_000_000).div_ceil(khz))
 }

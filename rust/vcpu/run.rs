@@ -83,6 +83,16 @@ impl<B: Backend> Vcpu<B> {
         if flags[1] != 0 {
             return Err(EINTR);
         }
+        if self.uninitialized(inner) {
+            // As KVM: an AP that never saw INIT blocks once, takes what
+            // woke it, and returns EAGAIN (EINTR for a signal).
+            self.block_once(vm, inner);
+            if kernel::current!().signal_pending() {
+                inner.staging.exit_reason = exit::INTR;
+                return Err(EINTR);
+            }
+            return Err(EAGAIN);
+        }
         loop {
             if core::mem::take(&mut inner.triple_fault) {
                 inner.staging.exit_reason = exit::SHUTDOWN;

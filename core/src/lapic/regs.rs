@@ -296,8 +296,10 @@ impl Lapic {
             regs[reg::ID as usize / 4] = self.vcpu_id << 24;
         }
         let mut out = [0; STATE_SIZE];
-        for (chunk, w) in out.chunks_exact_mut(4).zip(regs) {
-            chunk.copy_from_slice(&w.to_le_bytes());
+        // Indexed, not zipped: the zip of chunk iterators leaves code
+        // objtool cannot follow in the module.
+        for (i, w) in regs.iter().enumerate() {
+            out[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
         }
         out
     }
@@ -319,9 +321,9 @@ impl Lapic {
     ) -> Result<Effects, InvalidState> {
         let before = self.before();
         let mut regs = [0u32; STATE_SIZE / 4];
-        for (w, chunk) in regs.iter_mut().zip(state.chunks_exact(4)) {
+        for (i, w) in regs.iter_mut().enumerate() {
             let mut b = [0; 4];
-            b.copy_from_slice(chunk);
+            b.copy_from_slice(&state[i * 4..i * 4 + 4]);
             *w = u32::from_le_bytes(b);
         }
         self.set_reg(reg::SPIV, regs[reg::SPIV as usize / 4]);
