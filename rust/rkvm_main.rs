@@ -35,7 +35,10 @@ mod logic {
     pub(crate) mod events;
     #[cfg_attr(
         rkvm_module,
-        allow(dead_code, reason = "the model's whole API is host-tested; the module uses part")
+        allow(
+            dead_code,
+            reason = "the model's whole API is host-tested; the module uses part"
+        )
     )]
     pub(crate) mod lapic;
     pub(crate) mod memslot;

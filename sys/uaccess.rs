@@ -4,9 +4,8 @@
 
 use crate::uapi::{
     KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap, KvmMsi,
-    KvmMsrEntry,
-    KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
-    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
+    KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation,
+    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{

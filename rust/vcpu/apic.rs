@@ -185,7 +185,11 @@ impl Apic {
 
 /// The LAPIC configuration the guest's CPUID implies (`kvm_apic_set_version`,
 /// `apic_update_lvtt`'s timer mode mask).
-pub(super) fn lapic_config(entries: &[cpuid::Entry], caps: &GuestCaps, intel: bool) -> lapic::Config {
+pub(super) fn lapic_config(
+    entries: &[cpuid::Entry],
+    caps: &GuestCaps,
+    intel: bool,
+) -> lapic::Config {
     let leaf1 = entries.iter().find(|e| e.function == 1);
     lapic::Config {
         timer_modes: match leaf1 {
@@ -502,9 +506,7 @@ impl<B: Backend> Vcpu<B> {
     /// SIPI, an event the vCPU could take, or a signal.
     pub(super) fn block_once(&self, vm: &Vm<B>, inner: &mut Inner<B>) {
         loop {
-            if self.service_apic(vm, inner)
-                || inner.wakes()
-                || kernel::current!().signal_pending()
+            if self.service_apic(vm, inner) || inner.wakes() || kernel::current!().signal_pending()
             {
                 return;
             }
@@ -532,7 +534,10 @@ impl<B: Backend> Vcpu<B> {
         let Some(a) = inner.apic.as_mut() else {
             return Err(EINVAL);
         };
-        let fx = a.lapic.set_state(&state, cpu::now_ns(), false).map_err(|_| EINVAL)?;
+        let fx = a
+            .lapic
+            .set_state(&state, cpu::now_ns(), false)
+            .map_err(|_| EINVAL)?;
         // The guest's state replaces whatever was latched.
         a.rearm = true;
         inner.apic_effects(fx);

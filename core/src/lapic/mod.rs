@@ -56,9 +56,9 @@ pub use regs::MMIO_SIZE;
 #[cfg_attr(rkvm_module, allow(unused_imports, reason = "host tests use them"))]
 pub use route::lowest_priority_index;
 pub use route::{deliver, msi_to_ipi};
+pub use timer::Expiry;
 #[cfg_attr(rkvm_module, allow(unused_imports, reason = "host tests use them"))]
 pub use timer::TimerMode;
-pub use timer::Expiry;
 
 use super::cpuid::GuestCaps;
 use super::x86::{self, APIC_BASE_ENABLE, APIC_BASE_X2APIC};
