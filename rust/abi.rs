@@ -6,7 +6,7 @@
 use crate::uapi::{
     KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmMsi, KvmMsrsHeader, KvmRegs,
     KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
-    KvmXcrs,
+    KvmX86Mce, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -23,6 +23,7 @@ pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
 pub(crate) const KVM_GET_MSR_INDEX_LIST: u32 = _IOWR::<u32>(KVMIO, 0x02);
 pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x05);
+pub(crate) const KVM_X86_GET_MCE_CAP_SUPPORTED: u32 = _IOR::<u64>(KVMIO, 0x9d);
 
 // VM ioctls.
 pub(crate) const KVM_CREATE_VCPU: u32 = _IO(KVMIO, 0x41);
@@ -60,6 +61,8 @@ pub(crate) const KVM_GET_DEBUGREGS: u32 = _IOR::<KvmDebugregs>(KVMIO, 0xa1);
 pub(crate) const KVM_SET_DEBUGREGS: u32 = _IOW::<KvmDebugregs>(KVMIO, 0xa2);
 pub(crate) const KVM_GET_XCRS: u32 = _IOR::<KvmXcrs>(KVMIO, 0xa6);
 pub(crate) const KVM_SET_XCRS: u32 = _IOW::<KvmXcrs>(KVMIO, 0xa7);
+pub(crate) const KVM_X86_SETUP_MCE: u32 = _IOW::<u64>(KVMIO, 0x9c);
+pub(crate) const KVM_X86_SET_MCE: u32 = _IOW::<KvmX86Mce>(KVMIO, 0x9e);
 
 /// `KVM_X86_DEFAULT_VM`: the only VM type rkvm creates.
 pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
@@ -87,6 +90,7 @@ const KVM_CAP_INTERNAL_ERROR_DATA: usize = 40;
 const KVM_CAP_VCPU_EVENTS: usize = 41;
 const KVM_CAP_MAX_VCPUS: usize = 66;
 const KVM_CAP_READONLY_MEM: usize = 81;
+const KVM_CAP_MCE: usize = 31;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
 const KVM_CAP_MAX_VCPU_ID: usize = 128;
 pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
@@ -122,6 +126,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_ENABLE_CAP_VM => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
+        // The bank count, as KVM.
+        KVM_CAP_MCE => crate::msr::mce::MAX_BANKS as isize,
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

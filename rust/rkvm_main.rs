@@ -140,6 +140,16 @@ pub(crate) fn create_vm(vm_type: usize) -> Result<isize> {
     }
 }
 
+/// The vendor of the backend in use (`None` before load finished), for
+/// the system ioctls whose answer depends on it.
+pub(crate) fn loaded_cpu() -> Option<decode::Vendor> {
+    match LOADED.load(Ordering::Acquire) {
+        SVM => Some(svm::Svm::CPU),
+        VMX => Some(vmx::Vmx::CPU),
+        _ => None,
+    }
+}
+
 impl kernel::InPlaceModule for RkvmModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {

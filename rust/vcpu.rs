@@ -39,7 +39,7 @@ mod run;
 use apic::Apic;
 pub(crate) use apic::VcpuBell;
 use mmio::Frags;
-pub(crate) use msr::msr_index_list;
+pub(crate) use msr::{mce_cap_supported, msr_index_list};
 
 /// Offsets in `struct kvm_run` (asserted in core/src/uapi.rs).
 const RUN_REQUEST_INTERRUPT_WINDOW: usize = 0;
@@ -118,6 +118,8 @@ struct Inner<B: Backend> {
     pio_buf: KVec<u8>,
     /// The local APIC, in a VM with the split irqchip.
     apic: Option<KBox<Apic>>,
+    /// Machine checks, MTRRs and the other emulated MSRs.
+    msrs: KBox<msr::MsrState>,
 }
 
 /// One vCPU, owned by its VM.
@@ -175,6 +177,10 @@ impl<B: Backend> Vcpu<B> {
             tsc_khz: cpu::tsc_khz(),
             pio_buf: KVec::from_elem(0, 4096, GFP_KERNEL_ACCOUNT)?,
             apic: if apic { Some(Apic::new(id)?) } else { None },
+            msrs: KBox::new(
+                msr::MsrState::new(B::CPU == Vendor::Amd),
+                GFP_KERNEL_ACCOUNT,
+            )?,
         };
         inner.reset(id, tsc_offset);
         inner.apic_effects(Default::default());
@@ -448,6 +454,8 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_SET_DEBUGREGS => v.set_debugregs(arg),
             abi::KVM_GET_XCRS => v.get_xcrs(arg),
             abi::KVM_SET_XCRS => v.set_xcrs(arg),
+            abi::KVM_X86_SETUP_MCE => v.setup_mce(arg),
+            abi::KVM_X86_SET_MCE => v.set_mce_ioctl(arg),
             // KVM's default for unknown vCPU ioctls on x86.
             _ => Err(EINVAL),
         }

@@ -5,7 +5,7 @@
 use crate::uapi::{
     KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap, KvmMsi,
     KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation,
-    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
+    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -44,6 +44,7 @@ plain_data!(
     KvmTranslation,
     KvmEnableCap,
     KvmMsi,
+    KvmX86Mce,
 );
 
 /// Reads a `T` from user address `arg` (`EFAULT` if unreadable).

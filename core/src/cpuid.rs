@@ -272,6 +272,8 @@ pub mod feature {
     pub const HYPERVISOR: Flag = f(1, 0, 2, 31);
     /// 7.0.EBX.FSGSBASE (CR4.FSGSBASE).
     pub const FSGSBASE: Flag = f(7, 0, 1, 0);
+    /// 7.0.EBX.TSC_ADJUST (`IA32_TSC_ADJUST`).
+    pub const TSC_ADJUST: Flag = f(7, 0, 1, 1);
     /// 7.0.EBX.SMEP (CR4.SMEP).
     pub const SMEP: Flag = f(7, 0, 1, 7);
     /// 7.0.EBX.SMAP (CR4.SMAP).
@@ -488,6 +490,8 @@ pub struct GuestCaps {
     pub rdtscp: bool,
     /// RDPID (7.0.ECX.RDPID).
     pub rdpid: bool,
+    /// `IA32_TSC_ADJUST` (7.0.EBX.TSC_ADJUST).
+    pub tsc_adjust: bool,
     /// The XCR0 bits the guest may set (leaf 0xD.0 EDX:EAX, FP always):
     /// `vcpu->arch.guest_supported_xcr0`.
     pub xcr0: u64,
@@ -532,6 +536,7 @@ impl GuestCaps {
             fred: h(feature::FRED),
             rdtscp: h(feature::RDTSCP),
             rdpid: h(feature::RDPID),
+            tsc_adjust: h(feature::TSC_ADJUST),
             xcr0: find(entries, 0xd, 0).map_or(0, |e| u64::from(e.eax) | (u64::from(e.edx) << 32)),
             amd: find_any(entries, 0).is_some_and(vendor_is_amd),
             maxphyaddr: maxphyaddr(entries),
@@ -572,6 +577,7 @@ impl GuestCaps {
             fred: self.fred && other.fred,
             rdtscp: self.rdtscp && other.rdtscp,
             rdpid: self.rdpid && other.rdpid,
+            tsc_adjust: self.tsc_adjust && other.tsc_adjust,
             xcr0: self.xcr0 & other.xcr0,
             amd: self.amd,
             maxphyaddr: self.maxphyaddr,
@@ -645,9 +651,10 @@ pub const SUPPORTED_1_ECX: u32 = bit(0) // SSE3
     | bit(25) // AES
     | bit(30); // RDRAND
 
-/// Leaf 7.0 EBX bits rkvm passes through. Hidden: TSC_ADJUST (MSR not
-/// emulated), SGX, AVX2 and AVX-512 (XCR0), INVPCID, MPX, Intel PT, RDT.
+/// Leaf 7.0 EBX bits rkvm passes through. Hidden: SGX, AVX2 and AVX-512
+/// (XCR0), INVPCID, MPX, Intel PT, RDT.
 pub const SUPPORTED_7_0_EBX: u32 = bit(0) // FSGSBASE
+    | bit(1) // TSC_ADJUST
     | bit(3) // BMI1
     | bit(4) // HLE
     | bit(6) // FDP_EXCPTN_ONLY

@@ -180,6 +180,20 @@ pub struct KvmMsrEntry {
     pub data: u64,
 }
 
+/// `struct kvm_x86_mce`, the argument of `KVM_X86_SET_MCE` (KVM does not
+/// check the padding).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmX86Mce {
+    pub status: u64,
+    pub addr: u64,
+    pub misc: u64,
+    pub mcg_status: u64,
+    pub bank: u8,
+    pub pad1: [u8; 7],
+    pub pad2: [u64; 3],
+}
+
 /// The header of `struct kvm_msrs` (entries follow it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -452,6 +466,8 @@ const _: () = {
     assert!(size_of::<KvmCpuidEntry2>() == 40);
     assert!(size_of::<KvmDirtyLog>() == 16);
     assert!(size_of::<KvmMsrEntry>() == 16);
+    assert!(size_of::<KvmX86Mce>() == 64);
+    assert!(offset_of!(KvmX86Mce, bank) == 32);
     assert!(size_of::<KvmVcpuEvents>() == 64);
     assert!(size_of::<KvmDebugregs>() == 128);
     assert!(size_of::<KvmTranslation>() == 24);

@@ -313,6 +313,7 @@ impl<B: Backend> Inner<B> {
         s.changed = VcpuState::ALL;
         self.arch.set_cr0(CR0_ET | (cr0 & (CR0_CD | CR0_NW)));
         self.events = Events::default();
+        self.msrs.init(B::CPU == crate::decode::Vendor::Amd);
         self.triple_fault = false;
         self.pending = super::Pending::None;
         // The next entry sees an older generation and flushes.
@@ -428,12 +429,24 @@ impl<B: Backend> Inner<B> {
         }
     }
 
-    /// `KVM_SET_CPUID2` changed what the APIC offers.
+    /// `KVM_SET_CPUID2` or `KVM_X86_SETUP_MCE` changed what the APIC
+    /// offers (LVT CMCI follows `MCG_CMCI_P`: `kvm_apic_after_set_mcg_cap`).
     pub(super) fn apic_after_cpuid(&mut self) {
         let intel = crate::decode::Vendor::Intel == B::CPU;
-        let cfg = lapic_config(&self.cpuid, &self.policy.caps, intel);
+        let mut cfg = lapic_config(&self.cpuid, &self.policy.caps, intel);
+        cfg.cmci = self.msrs.mce.cap & crate::msr::mce::MCG_CMCI_P != 0;
         if let Some(a) = self.apic.as_mut() {
             a.lapic.set_config(cfg);
+        }
+    }
+
+    /// A local interrupt from LVT entry `lvt` (`kvm_apic_local_deliver`);
+    /// nothing without an in-kernel APIC.
+    pub(super) fn apic_local_interrupt(&mut self, lvt: crate::lapic::Lvt) {
+        let masked = self.arch.nmi_masked();
+        if let Some(a) = self.apic.as_mut() {
+            let r = a.lapic.local_interrupt(lvt);
+            a.accepted(r, &mut self.events, masked);
         }
     }
 }

@@ -244,6 +244,11 @@ impl<B: Backend> Vcpu<B> {
                 inner.staging.exit_reason = exit::HLT;
                 Ok(Flow::User)
             }
+            // CPUID faulting: CPUID outside ring 0 is #GP (kvm_emulate_cpuid).
+            Exit::Cpuid { .. } if inner.msrs.cpuid_faulting() && inner.arch.cpl() > 0 => {
+                inner.queue_exception(GP_VECTOR, Some(0));
+                Ok(Flow::Resume)
+            }
             Exit::Cpuid { next_rip } => {
                 let leaf = inner.gpr(0) as u32;
                 let sub = inner.gpr(1) as u32;

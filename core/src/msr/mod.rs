@@ -1,15 +1,35 @@
 //! Model-specific registers: their numbers, and KVM's rules for the ones a
 //! vCPU keeps outside the VMCB/VMCS (what a write stores, when it is #GP),
 //! for a guest `WRMSR` and for a host `KVM_SET_MSRS` (`host` true), which
-//! skips some checks as KVM's `host_initiated` writes do.
+//! skips some checks as KVM's `host_initiated` writes do. Machine checks
+//! are `mce.rs`, the MTRRs `mtrr.rs`.
 
 use super::cpuid::GuestCaps;
 use super::x86::{EFER_LMA, EFER_LME};
+
+pub mod mce;
+pub mod mtrr;
 
 /// `IA32_TIME_STAMP_COUNTER`.
 pub const TSC: u32 = 0x10;
 /// `IA32_APIC_BASE`.
 pub const APIC_BASE: u32 = 0x1b;
+/// `MSR_SMI_COUNT`: SMIs taken (read-only for the guest).
+pub const SMI_COUNT: u32 = 0x34;
+/// `IA32_FEATURE_CONTROL` (VT-x only in KVM).
+pub const FEATURE_CONTROL: u32 = 0x3a;
+/// `IA32_TSC_ADJUST`.
+pub const TSC_ADJUST: u32 = 0x3b;
+/// `IA32_BIOS_UPDT_TRIG`: microcode loads, ignored.
+pub const UCODE_WRITE: u32 = 0x79;
+/// `IA32_BIOS_SIGN_ID`: the microcode revision.
+pub const UCODE_REV: u32 = 0x8b;
+/// `MSR_PLATFORM_INFO` (read-only for the guest).
+pub const PLATFORM_INFO: u32 = 0xce;
+/// `MSR_MISC_FEATURES_ENABLES`: CPUID faulting.
+pub const MISC_FEATURES_ENABLES: u32 = 0x140;
+/// `MSR_IA32_POWER_CTL`: stored, no effect.
+pub const POWER_CTL: u32 = 0x1fc;
 /// `IA32_SYSENTER_CS`.
 pub const SYSENTER_CS: u32 = 0x174;
 /// `IA32_SYSENTER_ESP`.
@@ -45,6 +65,150 @@ pub const GS_BASE: u32 = 0xc000_0101;
 pub const KERNEL_GS_BASE: u32 = 0xc000_0102;
 /// `TSC_AUX`: what RDTSCP and RDPID return in ECX / the register.
 pub const TSC_AUX: u32 = 0xc000_0103;
+/// `MSR_K7_HWCR`.
+pub const K7_HWCR: u32 = 0xc001_0015;
+/// `MSR_VM_HSAVE_PA`: the host save area of nested SVM (AMD only).
+pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+
+/// `MSR_PLATFORM_INFO.CPUID_FAULT`: CPUID faulting is available (KVM's
+/// value at vCPU creation).
+pub const PLATFORM_INFO_CPUID_FAULT: u64 = 1 << 31;
+/// `MSR_MISC_FEATURES_ENABLES.CPUID_FAULT`: CPUID at CPL > 0 is #GP.
+pub const MISC_FEATURES_CPUID_FAULT: u64 = 1;
+
+/// `IA32_FEATURE_CONTROL.LOCK`.
+pub const FEAT_CTL_LOCKED: u64 = 1 << 0;
+/// `IA32_FEATURE_CONTROL` VMX inside and outside SMX.
+pub const FEAT_CTL_VMX: u64 = (1 << 1) | (1 << 2);
+/// `IA32_FEATURE_CONTROL` SGX launch control and SGX enable.
+pub const FEAT_CTL_SGX: u64 = (1 << 17) | (1 << 18);
+/// `IA32_FEATURE_CONTROL.LMCE_ENABLED`.
+pub const FEAT_CTL_LMCE: u64 = 1 << 20;
+/// The bits a host write may set (`KVM_SUPPORTED_FEATURE_CONTROL`).
+pub const FEAT_CTL_SUPPORTED: u64 = FEAT_CTL_LOCKED | FEAT_CTL_VMX | FEAT_CTL_SGX | FEAT_CTL_LMCE;
+
+/// `HWCR.McStatusWrEn`: the guest may write non-zero `MCi_STATUS`.
+pub const HWCR_MC_STATUS_WR_EN: u64 = 1 << 18;
+/// `HWCR.TscFreqSel`.
+pub const HWCR_TSC_FREQ_SEL: u64 = 1 << 24;
+
+/// The microcode revision a new vCPU reports (`microcode_version`): SVM's
+/// `__svm_vcpu_reset` and VMX's `vmx_vcpu_create` values.
+pub const fn ucode_rev_reset(amd: bool) -> u64 {
+    if amd {
+        0x0100_0065
+    } else {
+        0x1_0000_0000
+    }
+}
+
+/// What a write of `v` to `MSR_K7_HWCR` stores, or `None` for #GP
+/// (`kvm_set_msr_common`, guest and host alike): the flush-filter, IGNNE
+/// and TLB-cache-disable bits are dropped; only McStatusWrEn and
+/// TscFreqSel may be set.
+pub fn hwcr_write(v: u64) -> Option<u64> {
+    let v = v & !(0x40 | 0x100 | 0x8);
+    (v & !(HWCR_MC_STATUS_WR_EN | HWCR_TSC_FREQ_SEL) == 0).then_some(v)
+}
+
+/// Whether `v` may be written to `MSR_MISC_FEATURES_ENABLES` (guest and
+/// host alike): only CPUID faulting, and only if `platform_info` offers it.
+pub fn misc_features_valid(v: u64, platform_info: u64) -> bool {
+    v & !MISC_FEATURES_CPUID_FAULT == 0
+        && (v & MISC_FEATURES_CPUID_FAULT == 0 || platform_info & PLATFORM_INFO_CPUID_FAULT != 0)
+}
+
+/// Whether `v` may be written to `IA32_FEATURE_CONTROL` (now `cur`) on
+/// VT-x (`is_vmx_feature_control_msr_valid`): the guest not once it is
+/// locked, and only `guest_valid` bits; the host any supported bit.
+pub fn feature_control_valid(v: u64, cur: u64, host: bool, guest_valid: u64) -> bool {
+    if host {
+        return v & !FEAT_CTL_SUPPORTED == 0;
+    }
+    cur & FEAT_CTL_LOCKED == 0 && v & !guest_valid == 0
+}
+
+/// The `IA32_FEATURE_CONTROL` bits a guest may set
+/// (`msr_ia32_feature_control_valid_bits`): LOCK, VMX with VMX in its
+/// CPUID, LMCE with `MCG_LMCE_P` in its `MCG_CAP`.
+pub fn feature_control_guest_bits(vmx: bool, mcg_cap: u64) -> u64 {
+    let mut b = FEAT_CTL_LOCKED;
+    if vmx {
+        b |= FEAT_CTL_VMX;
+    }
+    if mcg_cap & mce::MCG_LMCE_P != 0 {
+        b |= FEAT_CTL_LMCE;
+    }
+    b
+}
+
+/// Whether `IA32_MCG_EXT_CTL` may be accessed (VT-x): the host always, the
+/// guest once `IA32_FEATURE_CONTROL` enables LMCE.
+pub fn mcg_ext_ctl_allowed(host: bool, feature_control: u64) -> bool {
+    host || feature_control & FEAT_CTL_LMCE != 0
+}
+
+/// What a write of `v` to `MSR_VM_HSAVE_PA` stores, or `None` for #GP
+/// (`svm_set_msr`): the guest must give a page-aligned address within its
+/// MAXPHYADDR; the host anything (old kernels never checked). The page
+/// offset is dropped.
+pub fn vm_hsave_pa_write(v: u64, host: bool, maxphyaddr: u8) -> Option<u64> {
+    let legal = v & 0xfff == 0 && v.checked_shr(u32::from(maxphyaddr)).unwrap_or(0) == 0;
+    (host || legal).then_some(v & !0xfff)
+}
+
+/// A write of `v` to `IA32_TSC_ADJUST` (now `cur`): the new value, and
+/// what to add to the TSC offset (`kvm_set_msr_common`). Without
+/// TSC_ADJUST in the guest's CPUID the write is dropped (no #GP); a host
+/// write sets the value only, a guest write moves the TSC by the change.
+pub fn tsc_adjust_write(cur: u64, v: u64, host: bool, cpuid: bool) -> (u64, u64) {
+    match (cpuid, host) {
+        (false, _) => (cur, 0),
+        (true, true) => (v, 0),
+        (true, false) => (v, v.wrapping_sub(cur)),
+    }
+}
+
+/// MSRs KVM reads as a constant whatever the guest did (Intel platform and
+/// power MSRs, AMD northbridge and configuration MSRs, the RAPL counters),
+/// on either vendor.
+pub fn constant_read(msr: u32) -> Option<u64> {
+    Some(match msr {
+        // PLATFORM_ID, EBL_CR_POWERON, PERF_CTL, the RAPL MSRs.
+        0x17 | 0x2a | 0x199 | 0x606 | 0x611 | 0x619 | 0x639 | 0x641 => 0,
+        // SYSCFG, NB_CFG, INT_PENDING_MSG, MMIO_CONF_BASE, TSEG_ADDR/MASK,
+        // DC_CFG, TW_CFG, BU_CFG2, EX_CFG.
+        0xc001_0010 | 0xc001_001f | 0xc001_0055 | 0xc001_0058 | 0xc001_0112 | 0xc001_0113 => 0,
+        0xc001_1022 | 0xc001_1023 | 0xc001_102a | 0xc001_102c => 0,
+        // The LBR MSRs without LBR virtualisation.
+        0x1db..=0x1de => 0,
+        // FSB frequency: 3.
+        0xcd => 3,
+        // EBC_FREQUENCY_ID: core/bus ratio 1.
+        0x2c => 1 << 24,
+        // PERF_STATUS: 1000 per tick, multiplier 4.
+        0x198 => 1000 | (4 << 40),
+        // BBL_CR_CTL3: a plausible L2 configuration.
+        0x11e => 0xbe70_2111,
+        // K7_CLK_CTL: the ramp-up count K7 guests expect.
+        0xc001_001b => 0x2000_0000,
+        _ => return None,
+    })
+}
+
+/// MSRs whose writes KVM drops without #GP (microcode loads, AMD
+/// configuration MSRs, legacy K7/P6 controls); `MMIO_CONF_BASE` takes 0
+/// only.
+pub fn write_ignored(msr: u32, v: u64) -> bool {
+    match msr {
+        // UCODE_WRITE, BBL_CR_CTL3, NB_CFG, K7_CLK_CTL, PATCH_LOADER,
+        // DC_CFG, TW_CFG, BU_CFG2, EX_CFG.
+        UCODE_WRITE | 0x11e | 0xc001_001f | 0xc001_001b | 0xc001_0020 => true,
+        0xc001_1022 | 0xc001_1023 | 0xc001_102a | 0xc001_102c => true,
+        0xc001_0058 => v == 0,
+        _ => false,
+    }
+}
 
 /// KVM's `tsc_tolerance_ppm`: a guest TSC frequency this close to the
 /// host's needs no scaling.
@@ -61,10 +225,13 @@ pub fn tsc_khz_matches_host(khz: u32, host_khz: u32) -> bool {
 
 /// What `KVM_GET_MSR_INDEX_LIST` lists: the MSRs a VMM saves and restores
 /// with `KVM_GET/SET_MSRS` (EFER, APIC_BASE and the FS/GS bases travel in
-/// `kvm_sregs`), in KVM's order; `TSC_AUX` only where a guest may have
-/// RDTSCP or RDPID.
-pub fn saved(tsc_aux: bool) -> impl Iterator<Item = u32> {
-    const ALWAYS: [u32; 10] = [
+/// `kvm_sregs`), in KVM's order (`msrs_to_save_base`, then
+/// `emulated_msrs_all`); `TSC_AUX` only where a guest may have RDTSCP or
+/// RDPID. `svm`: the vendor MSRs of SVM (`VM_HSAVE_PA`), else VT-x's
+/// (`IA32_FEATURE_CONTROL`, `IA32_MCG_EXT_CTL`). KVM lists neither the
+/// MTRRs nor the MCE banks: VMMs derive those from CPUID and `MCG_CAP`.
+pub fn saved(tsc_aux: bool, svm: bool) -> impl Iterator<Item = u32> {
+    const BASE: [u32; 10] = [
         SYSENTER_CS,
         SYSENTER_ESP,
         SYSENTER_EIP,
@@ -76,10 +243,28 @@ pub fn saved(tsc_aux: bool) -> impl Iterator<Item = u32> {
         TSC,
         PAT,
     ];
-    ALWAYS
-        .into_iter()
+    const EMULATED: [u32; 5] = [
+        TSC_ADJUST,
+        TSC_DEADLINE,
+        MISC_ENABLE,
+        mce::MCG_STATUS,
+        mce::MCG_CTL,
+    ];
+    const EMULATED_LATE: [u32; 6] = [
+        SMI_COUNT,
+        PLATFORM_INFO,
+        MISC_FEATURES_ENABLES,
+        POWER_CTL,
+        UCODE_REV,
+        K7_HWCR,
+    ];
+    BASE.into_iter()
+        .chain(svm.then_some(VM_HSAVE_PA))
+        .chain((!svm).then_some(FEATURE_CONTROL))
         .chain(tsc_aux.then_some(TSC_AUX))
-        .chain([MISC_ENABLE])
+        .chain(EMULATED)
+        .chain((!svm).then_some(mce::MCG_EXT_CTL))
+        .chain(EMULATED_LATE)
 }
 
 /// `IA32_MISC_ENABLE.EMON`: performance monitoring available (read-only
@@ -322,10 +507,100 @@ mod tests {
 
     #[test]
     fn saved_lists_tsc_aux_only_when_asked() {
-        assert_eq!(saved(false).count(), 11);
-        assert!(!saved(false).any(|m| m == TSC_AUX));
-        assert_eq!(saved(true).filter(|&m| m == TSC_AUX).count(), 1);
-        assert!(!saved(true).any(|m| m == EFER || m == APIC_BASE || m == FS_BASE));
+        assert_eq!(saved(false, true).count(), 22);
+        assert_eq!(saved(false, false).count(), 23);
+        assert!(!saved(false, true).any(|m| m == TSC_AUX));
+        assert_eq!(saved(true, true).filter(|&m| m == TSC_AUX).count(), 1);
+        assert!(!saved(true, true).any(|m| m == EFER || m == APIC_BASE || m == FS_BASE));
+    }
+
+    #[test]
+    fn saved_lists_each_vendors_msrs() {
+        let has = |svm, m| saved(true, svm).any(|x| x == m);
+        assert!(has(true, VM_HSAVE_PA) && !has(false, VM_HSAVE_PA));
+        assert!(has(false, FEATURE_CONTROL) && !has(true, FEATURE_CONTROL));
+        assert!(has(false, mce::MCG_EXT_CTL) && !has(true, mce::MCG_EXT_CTL));
+        // No duplicates.
+        for svm in [false, true] {
+            for m in saved(true, svm) {
+                assert_eq!(saved(true, svm).filter(|&x| x == m).count(), 1);
+            }
+        }
+    }
+
+    #[test]
+    fn hwcr_accepts_kvms_bits_only() {
+        assert_eq!(hwcr_write(0), Some(0));
+        assert_eq!(
+            hwcr_write(HWCR_MC_STATUS_WR_EN | 0x148),
+            Some(HWCR_MC_STATUS_WR_EN)
+        );
+        assert_eq!(hwcr_write(HWCR_TSC_FREQ_SEL), Some(HWCR_TSC_FREQ_SEL));
+        assert_eq!(hwcr_write(1), None);
+        assert_eq!(hwcr_write(1 << 35), None);
+    }
+
+    #[test]
+    fn cpuid_faulting_needs_platform_info() {
+        assert!(misc_features_valid(0, 0));
+        assert!(!misc_features_valid(1, 0));
+        assert!(misc_features_valid(1, PLATFORM_INFO_CPUID_FAULT));
+        assert!(!misc_features_valid(2, PLATFORM_INFO_CPUID_FAULT));
+    }
+
+    #[test]
+    fn feature_control_lock_and_bits() {
+        let g = feature_control_guest_bits(false, 0);
+        assert_eq!(g, FEAT_CTL_LOCKED);
+        assert!(feature_control_valid(FEAT_CTL_LOCKED, 0, false, g));
+        assert!(!feature_control_valid(
+            FEAT_CTL_LOCKED | FEAT_CTL_LMCE,
+            0,
+            false,
+            g
+        ));
+        assert!(!feature_control_valid(0, FEAT_CTL_LOCKED, false, g));
+        assert!(feature_control_valid(
+            FEAT_CTL_SUPPORTED,
+            FEAT_CTL_LOCKED,
+            true,
+            g
+        ));
+        assert!(!feature_control_valid(1 << 3, 0, true, g));
+        let l = feature_control_guest_bits(true, mce::MCG_LMCE_P);
+        assert_eq!(l, FEAT_CTL_LOCKED | FEAT_CTL_VMX | FEAT_CTL_LMCE);
+        assert!(!mcg_ext_ctl_allowed(false, FEAT_CTL_LOCKED));
+        assert!(mcg_ext_ctl_allowed(false, FEAT_CTL_LMCE));
+        assert!(mcg_ext_ctl_allowed(true, 0));
+    }
+
+    #[test]
+    fn vm_hsave_pa_checks_guest_writes_only() {
+        assert_eq!(vm_hsave_pa_write(0x1000, false, 36), Some(0x1000));
+        assert_eq!(vm_hsave_pa_write(0x1008, false, 36), None);
+        assert_eq!(vm_hsave_pa_write(1 << 36, false, 36), None);
+        assert_eq!(vm_hsave_pa_write(1 << 36, false, 40), Some(1 << 36));
+        assert_eq!(vm_hsave_pa_write(0x1008, true, 36), Some(0x1000));
+        assert_eq!(vm_hsave_pa_write(u64::MAX, true, 36), Some(!0xfff));
+    }
+
+    #[test]
+    fn tsc_adjust_moves_the_tsc_for_guest_writes() {
+        assert_eq!(tsc_adjust_write(5, 9, false, false), (5, 0));
+        assert_eq!(tsc_adjust_write(5, 9, true, true), (9, 0));
+        assert_eq!(tsc_adjust_write(5, 9, false, true), (9, 4));
+        assert_eq!(tsc_adjust_write(9, 5, false, true), (5, (-4i64) as u64));
+    }
+
+    #[test]
+    fn constant_and_ignored_msrs() {
+        assert_eq!(constant_read(0xcd), Some(3));
+        assert_eq!(constant_read(0x1dd), Some(0));
+        assert_eq!(constant_read(PAT), None);
+        assert!(write_ignored(UCODE_WRITE, 5));
+        assert!(write_ignored(0xc001_0058, 0));
+        assert!(!write_ignored(0xc001_0058, 1));
+        assert!(!write_ignored(0x17, 0));
     }
 
     #[test]
