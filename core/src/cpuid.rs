@@ -654,7 +654,6 @@ pub const SUPPORTED_1_ECX: u32 = bit(0) // SSE3
 /// Leaf 7.0 EBX bits rkvm passes through. Hidden: SGX, AVX2 and AVX-512
 /// (XCR0), INVPCID, MPX, Intel PT, RDT.
 pub const SUPPORTED_7_0_EBX: u32 = bit(0) // FSGSBASE
-    | bit(1) // TSC_ADJUST
     | bit(3) // BMI1
     | bit(4) // HLE
     | bit(6) // FDP_EXCPTN_ONLY
@@ -737,9 +736,14 @@ pub const SUPPORTED_8000_0008_EBX: u32 = bit(0) // CLZERO
 /// and an inert `IA32_TSC_DEADLINE`, as in KVM).
 pub const EMULATED_1_ECX: u32 = feature::HYPERVISOR.mask | feature::X2APIC.mask | bit(24);
 
+/// Leaf 7.0 EBX bits rkvm offers whatever the host has: TSC_ADJUST, whose
+/// MSR it emulates (KVM's `EMULATED_F(TSC_ADJUST)`).
+pub const EMULATED_7_0_EBX: u32 = feature::TSC_ADJUST.mask;
+
 /// The feature-flag registers [`supported`] filters, as
 /// `(function, index, register, mask)`; every other bit of these registers
-/// is cleared, and only [`EMULATED_1_ECX`] is ever added.
+/// is cleared, and only [`EMULATED_1_ECX`] and [`EMULATED_7_0_EBX`] are
+/// ever added.
 pub const FEATURE_MASKS: [(u32, u32, usize, u32); 9] = [
     (1, 0, EDX, SUPPORTED_1_EDX),
     (1, 0, ECX, SUPPORTED_1_ECX),
@@ -891,6 +895,7 @@ fn basic_leaf(
         6 => [bit(2), 0, 0, 0],
         7 => {
             let mut r = masked(7, 0, raw);
+            r[EBX] |= EMULATED_7_0_EBX;
             if list.xcr0 & XCR0_YMM != 0 {
                 r[EBX] |= raw[EBX] & CPUID_7_EBX_AVX2;
             }
@@ -1447,7 +1452,7 @@ mod tests {
             s[0].regs(),
             [
                 0,
-                host[1] & SUPPORTED_7_0_EBX,
+                host[1] & SUPPORTED_7_0_EBX | EMULATED_7_0_EBX,
                 host[2] & SUPPORTED_7_0_ECX,
                 host[3] & SUPPORTED_7_0_EDX
             ]
@@ -1577,11 +1582,14 @@ mod tests {
                             continue;
                         }
                         let mut extra = e.regs()[reg] & !host(f, i)[reg];
-                        if f == 1 && reg == ECX {
-                            extra &= !EMULATED_1_ECX;
-                        }
+                        let emulated = match (f, reg) {
+                            (1, ECX) => EMULATED_1_ECX,
+                            (7, EBX) => EMULATED_7_0_EBX,
+                            _ => 0,
+                        };
+                        extra &= !emulated;
                         prop_assert_eq!(extra, 0, "leaf {:#x} reg {}", f, reg);
-                        prop_assert_eq!(e.regs()[reg] & !mask & !EMULATED_1_ECX, 0);
+                        prop_assert_eq!(e.regs()[reg] & !mask & !emulated, 0);
                     }
                     prop_assert!(e.function != 0xd);
                     prop_assert_eq!(e.flags, if is_indexed(e.function) { KVM_CPUID_FLAG_SIGNIFCANT_INDEX } else { 0 });

@@ -263,6 +263,13 @@ impl<B: Backend> Inner<B> {
         true
     }
 
+    /// Whether `KVM_SET_MSRS` may write `v` to `index`: once the vCPU has
+    /// run, a feature MSR (of those rkvm has, `PLATFORM_INFO`) takes only
+    /// its current value (`do_set_msr`, `kvm_is_immutable_feature_msr`).
+    fn feature_msr_writable(&self, index: u32, v: u64) -> bool {
+        !self.has_run || index != PLATFORM_INFO || v == self.msrs.platform_info
+    }
+
     /// `KVM_X86_SET_MCE` on the model; what it asks of the vCPU goes
     /// through the event layer (#MC), the run loop (shutdown) or the APIC
     /// (CMCI).
@@ -301,7 +308,7 @@ impl<B: Backend> Vcpu<B> {
     pub(super) fn setup_mce(&self, arg: usize) -> Result<isize> {
         let cap: u64 = uaccess::read(arg)?;
         let mut inner = self.inner.lock();
-        if !inner.msrs.mce.setup(cap, mce::supported_cap(!svm::<B>())) {
+        if !inner.msrs.mce.setup(cap, !svm::<B>()) {
             return Err(EINVAL);
         }
         inner.apic_after_cpuid();
@@ -327,7 +334,7 @@ impl<B: Backend> Vcpu<B> {
         let mut n = 0;
         for e in entries.iter_mut() {
             let ok = if write {
-                inner.set_msr(e.index, e.data, true)
+                inner.feature_msr_writable(e.index, e.data) && inner.set_msr(e.index, e.data, true)
             } else {
                 match inner.get_msr(e.index, true) {
                     Some(v) => {

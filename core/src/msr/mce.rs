@@ -136,12 +136,15 @@ impl Mce {
     /// supports: `false` (`EINVAL`) for no banks, more than
     /// [`MAX_BANKS`], or an unsupported bit. `MCG_CTL` and each `MCi_CTL`
     /// become all ones, each `MCi_CTL2` zero (with CMCI); the rest stays.
-    pub fn setup(&mut self, cap: u64, supported: u64) -> bool {
+    /// `vmx` false: SVM then keeps only bits 8:0 of `MCG_CAP`
+    /// (`svm_setup_mce`: the rest are reserved on AMD).
+    pub fn setup(&mut self, cap: u64, vmx: bool) -> bool {
+        let supported = supported_cap(vmx);
         let n = (cap & 0xff) as usize;
         if n == 0 || n > MAX_BANKS || cap & !(supported | CAP_COUNTS) != 0 {
             return false;
         }
-        self.cap = cap;
+        self.cap = if vmx { cap } else { cap & 0x1ff };
         if cap & MCG_CTL_P != 0 {
             self.ctl = u64::MAX;
         }
@@ -309,8 +312,6 @@ fn is_ucna(m: &KvmX86Mce) -> bool {
 mod tests {
     use super::*;
 
-    const VT_X: u64 = supported_cap(true);
-
     fn mce(status: u64, bank: u8) -> KvmX86Mce {
         KvmX86Mce {
             status,
@@ -335,18 +336,25 @@ mod tests {
     #[test]
     fn setup_checks_banks_and_bits() {
         let mut m = Mce::new();
-        assert!(!m.setup(0, CAP_SUPPORTED));
-        assert!(!m.setup(33, CAP_SUPPORTED));
-        assert!(!m.setup(10 | MCG_CMCI_P, CAP_SUPPORTED));
-        assert!(!m.setup(10 | (1 << 9), CAP_SUPPORTED));
-        assert!(m.setup(10 | MCG_CMCI_P, VT_X));
-        assert!(m.setup(10 | MCG_CTL_P | 0x30_0000, CAP_SUPPORTED));
+        assert!(!m.setup(0, false));
+        assert!(!m.setup(33, false));
+        assert!(!m.setup(10 | MCG_CMCI_P, false));
+        assert!(!m.setup(10 | (1 << 9), false));
+        assert!(m.setup(10 | MCG_CMCI_P, true));
+        assert!(m.setup(10 | MCG_CTL_P | MCG_SER_P | 0x30_0000, true));
+        assert_eq!(
+            m.get(MCG_CAP, false),
+            Some(10 | MCG_CTL_P | MCG_SER_P | 0x30_0000)
+        );
+        // SVM keeps bits 8:0 only.
+        assert!(m.setup(10 | MCG_CTL_P | MCG_SER_P | 0x30_0000, false));
+        assert_eq!(m.get(MCG_CAP, false), Some(10 | MCG_CTL_P));
         assert_eq!(m.get(MCG_CTL, false), Some(u64::MAX));
         assert_eq!(m.get(MC0_CTL + 4 * 9, false), Some(u64::MAX));
         assert_eq!(m.get(MC0_CTL + 4 * 10, false), None);
         assert_eq!(m.get(MC0_CTL + 4 * 10, true), None);
         // A failed setup changes nothing.
-        assert!(!m.setup(40, CAP_SUPPORTED));
+        assert!(!m.setup(40, false));
         assert_eq!(m.bank_count(), 10);
     }
 
@@ -356,7 +364,7 @@ mod tests {
         assert!(!m.set(MCG_CTL, 0, false, false));
         assert!(m.set(MCG_CTL, 0, true, false));
         assert!(!m.set(MCG_CTL, u64::MAX, true, false));
-        m.setup(4 | MCG_CTL_P, CAP_SUPPORTED);
+        m.setup(4 | MCG_CTL_P, false);
         assert!(m.set(MCG_CTL, 0, false, false));
         assert!(!m.set(MCG_CTL, 1, true, false));
         assert!(m.set(MCG_CTL, u64::MAX, false, false));
@@ -366,7 +374,7 @@ mod tests {
     #[test]
     fn mci_ctl_and_status_rules() {
         let mut m = Mce::new();
-        m.setup(4, CAP_SUPPORTED);
+        m.setup(4, false);
         let ctl = |b: u32| MC0_CTL + 4 * b;
         assert!(m.set(ctl(1), 0, false, false));
         assert!(m.set(ctl(1), !(1 << 10) & !1, false, false));
@@ -385,12 +393,12 @@ mod tests {
     #[test]
     fn ctl2_needs_cmci() {
         let mut m = Mce::new();
-        m.setup(2, VT_X);
+        m.setup(2, true);
         assert_eq!(m.get(MC0_CTL2, false), None);
         assert_eq!(m.get(MC0_CTL2, true), Some(0));
         assert!(!m.set(MC0_CTL2, MCI_CTL2_CMCI_EN, true, false));
         assert!(m.set(MC0_CTL2, 0, true, false));
-        m.setup(2 | MCG_CMCI_P, VT_X);
+        m.setup(2 | MCG_CMCI_P, true);
         assert!(m.set(MC0_CTL2 + 1, MCI_CTL2_CMCI_EN | 5, false, false));
         assert!(!m.set(MC0_CTL2 + 1, 1 << 31, false, false));
         assert!(!m.set(MC0_CTL2 + 2, 0, true, false));
@@ -400,7 +408,7 @@ mod tests {
     #[test]
     fn inject_checks_bank_and_val() {
         let mut m = Mce::new();
-        m.setup(4 | MCG_CTL_P, CAP_SUPPORTED);
+        m.setup(4 | MCG_CTL_P, false);
         assert_eq!(m.inject(&mce(MCI_STATUS_VAL, 4), true), None);
         assert_eq!(m.inject(&mce(MCI_STATUS_UC, 0), true), None);
     }
@@ -408,7 +416,7 @@ mod tests {
     #[test]
     fn uncorrected_error_raises_mc_or_shuts_down() {
         let mut m = Mce::new();
-        m.setup(4 | MCG_CTL_P, CAP_SUPPORTED);
+        m.setup(4 | MCG_CTL_P, false);
         let uc = MCI_STATUS_VAL | MCI_STATUS_UC | MCI_STATUS_PCC;
         assert_eq!(m.inject(&mce(uc, 2), false), Some(Inject::TripleFault));
         assert_eq!(m.get(MC0_CTL + 9, false), Some(0));
@@ -427,7 +435,7 @@ mod tests {
     #[test]
     fn uncorrected_error_is_dropped_when_disabled() {
         let mut m = Mce::new();
-        m.setup(4 | MCG_CTL_P, CAP_SUPPORTED);
+        m.setup(4 | MCG_CTL_P, false);
         let uc = MCI_STATUS_VAL | MCI_STATUS_UC | MCI_STATUS_S;
         m.set(MC0_CTL + 4, 0, false, false);
         assert_eq!(m.inject(&mce(uc, 1), true), Some(Inject::Nothing));
@@ -440,7 +448,7 @@ mod tests {
     #[test]
     fn corrected_error_is_recorded_without_mc() {
         let mut m = Mce::new();
-        m.setup(4, CAP_SUPPORTED);
+        m.setup(4, false);
         let ce = MCI_STATUS_VAL | 0x17;
         assert_eq!(m.inject(&mce(ce, 3), false), Some(Inject::Nothing));
         assert_eq!(m.get(MC0_CTL + 13, false), Some(ce));
@@ -459,7 +467,7 @@ mod tests {
     #[test]
     fn ucna_is_recorded_and_signals_cmci_if_enabled() {
         let mut m = Mce::new();
-        m.setup(2 | MCG_CMCI_P, VT_X);
+        m.setup(2 | MCG_CMCI_P, true);
         let ucna = KvmX86Mce {
             mcg_status: 0,
             ..mce(MCI_STATUS_VAL | MCI_STATUS_UC, 1)
