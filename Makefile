@@ -71,7 +71,7 @@ $(BUILD)/tests/% $(BUILD)/tools/% $(BUILD)/bench/%: | kernel
 $(BUILD)/tests/%: tests/selftests/%.c tests/selftests/rkvm_test.h
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
-$(BUILD)/tests/%: tests/selftests/guest/%.c tests/selftests/guest/vm_lib.h tests/selftests/rkvm_test.h
+$(BUILD)/tests/%: tests/selftests/guest/%.c $(wildcard tests/selftests/guest/*.h) tests/selftests/rkvm_test.h
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -I $(TOP)/tests/selftests/guest -o $@ $< -lpthread
 $(BUILD)/tools/%: tools/%.c

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "vm_lib.h"
+#include "msr_lib.h"
 
 #define MSR_IA32_TSC		0x10
 #define MSR_IA32_APICBASE	0x1b
@@ -46,30 +47,6 @@
 #define VEC_GP			13
 
 /* --- the guest's CPUID --- */
-
-static struct kvm_cpuid2 *supported_cpuid(struct __test_metadata *_metadata,
-					  int sys)
-{
-	int n = 256;
-	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
-
-	ASSERT_NE(NULL, c);
-	c->nent = n;
-	ASSERT_EQ(0, ioctl(sys, KVM_GET_SUPPORTED_CPUID, c))
-		TH_LOG("KVM_GET_SUPPORTED_CPUID: %s", strerror(errno));
-	return c;
-}
-
-static struct kvm_cpuid_entry2 *cpuid_entry(struct kvm_cpuid2 *c,
-					    uint32_t fn, uint32_t index)
-{
-	for (uint32_t i = 0; i < c->nent; i++)
-		if (c->entries[i].function == fn &&
-		    (!(c->entries[i].flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) ||
-		     c->entries[i].index == index))
-			return &c->entries[i];
-	return NULL;
-}
 
 enum cpuid_reg { EAX, EBX, ECX, EDX };
 
@@ -149,45 +126,6 @@ static int host_is_qemu_tcg_svm(void)
 	__cpuid(0x80000001, a, b, c, d);
 	return !!(c & 1U << 2);
 }
-
-/* --- MSRs through the KVM API --- */
-
-/* KVM_GET_MSRS of one MSR: returns the number of MSRs read (0 or 1). */
-static int kvm_get_msr(struct vcpu *v, uint32_t index, uint64_t *data)
-{
-	uint64_t buf[3] = { 0 };
-	struct kvm_msrs *m = (struct kvm_msrs *)buf;
-	int r;
-
-	m->nmsrs = 1;
-	m->entries[0].index = index;
-	r = ioctl(v->fd, KVM_GET_MSRS, m);
-	*data = m->entries[0].data;
-	return r;
-}
-
-/* KVM_SET_MSRS of one MSR: returns the number of MSRs written (0 or 1). */
-static int kvm_set_msr(struct vcpu *v, uint32_t index, uint64_t data)
-{
-	uint64_t buf[3] = { 0 };
-	struct kvm_msrs *m = (struct kvm_msrs *)buf;
-
-	m->nmsrs = 1;
-	m->entries[0].index = index;
-	m->entries[0].data = data;
-	return ioctl(v->fd, KVM_SET_MSRS, m);
-}
-
-#define host_rdmsr(v, index) ({						\
-	uint64_t __d = 0;						\
-	ASSERT_EQ(1, kvm_get_msr(v, index, &__d))			\
-		TH_LOG("KVM_GET_MSRS 0x%x: %s", index, strerror(errno));	\
-	__d; })
-
-#define host_wrmsr(v, index, data)					\
-	ASSERT_EQ(1, kvm_set_msr(v, index, data))			\
-		TH_LOG("KVM_SET_MSRS 0x%x = 0x%llx", index,		\
-		       (unsigned long long)(data))
 
 /* --- the long-mode guest that runs one operation per KVM_RUN --- */
 
