@@ -255,39 +255,11 @@ static inline uint64_t edx_eax(struct op_res r)
 	return r.rdx << 32 | (uint32_t)r.rax;
 }
 
-/*
- * Long mode with CPUID table @cpuid, user segments and U bits for the first
- * 2 MiB, TSS.RSP0, and msr64 with its #UD, #GP and #MC gates.
- */
+/* vcpu_setup_long_user() with msr64 and its #UD, #GP and #MC gates. */
 static void msr_vcpu_setup(struct __test_metadata *_metadata, struct vm *vm,
 			   struct vcpu *v, struct kvm_cpuid2 *cpuid)
 {
-	uint64_t *gdt = (uint64_t *)(vm->mem + GDT_GPA);
-	uint64_t *pt = (uint64_t *)(vm->mem + PT_GPA);
-	uint64_t rsp0 = STACK_TOP - 0x1000;
-	struct kvm_sregs sregs;
-
-	ASSERT_EQ(0, ioctl(v->fd, KVM_SET_CPUID2, cpuid))
-		TH_LOG("KVM_SET_CPUID2: %s", strerror(errno));
-	vcpu_get_sregs(_metadata, v, &sregs);
-	protected_sregs(vm, &sregs, 1);
-	gdt[6] = 0x00cff3000000ffffULL;	/* user data, DPL 3 */
-	gdt[7] = 0x00affb000000ffffULL;	/* user code64, DPL 3 */
-	sregs.gdt.limit = 8 * 8 - 1;
-	vm_build_pt64(vm);
-	pt[0] |= 4;
-	pt[512] |= 4;
-	pt[1024] |= 4;
-	memcpy(vm->mem + TSS_GPA + 4, &rsp0, 8);
-	sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
-	sregs.cr3 = PT_GPA;
-	sregs.cr4 = X86_CR4_PAE;
-	sregs.efer = EFER_LME | EFER_LMA;
-	sregs.idt.base = IDT_GPA;
-	sregs.idt.limit = 256 * 16 - 1;
-	memset(vm->mem + IDT_GPA, 0, 256 * 16);
-	vcpu_set_sregs(_metadata, v, &sregs);
-	setup_regs_at_code(_metadata, v);
+	vcpu_setup_long_user(_metadata, vm, v, cpuid);
 	vm_load_code(vm, msr64);
 	vm_set_idt_gate64(vm, VEC_UD, CODE_GPA + (m_ud - msr64));
 	vm_set_idt_gate64(vm, VEC_GP, CODE_GPA + (m_gp - msr64));
@@ -503,7 +475,7 @@ TEST(setup_mce_rejects_what_kvm_rejects)
 /*
  * A new vCPU has 32 banks and no MCG_CTL: MCG_CTL is #GP for the guest,
  * readable (0) and writable with 0 only by the host; every bank register
- * reads 0, bank 32 does not exist (get_msr_mce, set_msr_mce).
+ * reads 0 (get_msr_mce, set_msr_mce).
  */
 TEST(new_vcpu_has_32_banks_and_no_mcg_ctl)
 {
@@ -519,8 +491,7 @@ TEST(new_vcpu_has_32_banks_and_no_mcg_ctl)
 	EXPECT_EQ(0ULL, guest_rdmsr(&g, MCi_CTL(0)));
 	EXPECT_EQ(0ULL, guest_rdmsr(&g, MCi_MISC(31)));
 	EXPECT_EQ(0ULL, guest_rdmsr(&g, MSR_IA32_MCG_STATUS));
-	guest_rdmsr_gp(&g, MCi_CTL(32));
-	host_rdmsr_fails(&g.v, MCi_CTL(32));
+	/* (Bank 32 would be 0x480, where VT-x's capability MSRs start.) */
 	guest_destroy(&g);
 }
 
@@ -1229,11 +1200,13 @@ TEST(msr_index_list_has_the_emulated_msrs)
 		EXPECT_TRUE(listed(l, want)) TH_LOG("0x%x not listed", want);
 	}
 	/*
-	 * KVM lists these if the host's RDMSR of them works (kvm_probe_msr_to_save),
-	 * so an emulated AMD host may show FEATURE_CONTROL too.
+	 * KVM lists these if the host's RDMSR of them works
+	 * (kvm_probe_msr_to_save), so an emulated host may show the other
+	 * vendor's too.
 	 */
-	EXPECT_EQ(g.amd, listed(l, MSR_VM_HSAVE_PA));
-	if (!g.amd)
+	if (g.amd)
+		EXPECT_TRUE(listed(l, MSR_VM_HSAVE_PA));
+	else
 		EXPECT_TRUE(listed(l, MSR_IA32_FEAT_CTL));
 	EXPECT_EQ(!g.amd, listed(l, MSR_IA32_MCG_EXT_CTL));
 	EXPECT_FALSE(listed(l, MSR_MTRRdefType));

@@ -249,41 +249,11 @@ static inline uint64_t edx_eax(struct op_res r)
 	return r.rdx << 32 | (uint32_t)r.rax;
 }
 
-/*
- * Long mode as vm_lib's vcpu_setup_long() sets it up, but with the CPUID
- * table @cpuid (set before EFER.LME, which KVM accepts only with long mode
- * in the guest's CPUID), user (CPL 3) segments and page-table U bits for the
- * first 2 MiB, TSS.RSP0, and ops64 with its #UD and #GP gates.
- */
+/* vcpu_setup_long_user() with ops64 and its #UD and #GP gates. */
 static void ops_vcpu_setup(struct __test_metadata *_metadata, struct vm *vm,
 			   struct vcpu *v, struct kvm_cpuid2 *cpuid)
 {
-	uint64_t *gdt = (uint64_t *)(vm->mem + GDT_GPA);
-	uint64_t *pt = (uint64_t *)(vm->mem + PT_GPA);
-	uint64_t rsp0 = STACK_TOP - 0x1000;
-	struct kvm_sregs sregs;
-
-	ASSERT_EQ(0, ioctl(v->fd, KVM_SET_CPUID2, cpuid))
-		TH_LOG("KVM_SET_CPUID2: %s", strerror(errno));
-	vcpu_get_sregs(_metadata, v, &sregs);
-	protected_sregs(vm, &sregs, 1);
-	gdt[6] = 0x00cff3000000ffffULL;	/* user data, DPL 3 */
-	gdt[7] = 0x00affb000000ffffULL;	/* user code64, DPL 3 */
-	sregs.gdt.limit = 8 * 8 - 1;
-	vm_build_pt64(vm);
-	pt[0] |= 4;			/* PML4[0] */
-	pt[512] |= 4;			/* PDPT[0] */
-	pt[1024] |= 4;			/* PD[0]: the first 2 MiB */
-	memcpy(vm->mem + TSS_GPA + 4, &rsp0, 8);
-	sregs.cr0 = X86_CR0_PE | X86_CR0_ET | X86_CR0_PG;
-	sregs.cr3 = PT_GPA;
-	sregs.cr4 = X86_CR4_PAE;
-	sregs.efer = EFER_LME | EFER_LMA;
-	sregs.idt.base = IDT_GPA;
-	sregs.idt.limit = 256 * 16 - 1;
-	memset(vm->mem + IDT_GPA, 0, 256 * 16);
-	vcpu_set_sregs(_metadata, v, &sregs);
-	setup_regs_at_code(_metadata, v);
+	vcpu_setup_long_user(_metadata, vm, v, cpuid);
 	vm_load_code(vm, ops64);
 	vm_set_idt_gate64(vm, VEC_UD, CODE_GPA + (ops_ud - ops64));
 	vm_set_idt_gate64(vm, VEC_GP, CODE_GPA + (ops_gp - ops64));
