@@ -1204,10 +1204,7 @@ TEST(msr_index_list_has_the_emulated_msrs)
 	 * (kvm_probe_msr_to_save), so an emulated host may show the other
 	 * vendor's too.
 	 */
-	if (g.amd)
-		EXPECT_TRUE(listed(l, MSR_VM_HSAVE_PA));
-	else
-		EXPECT_TRUE(listed(l, MSR_IA32_FEAT_CTL));
+	EXPECT_TRUE(listed(l, g.amd ? MSR_VM_HSAVE_PA : MSR_IA32_FEAT_CTL));
 	EXPECT_EQ(!g.amd, listed(l, MSR_IA32_MCG_EXT_CTL));
 	EXPECT_FALSE(listed(l, MSR_MTRRdefType));
 	EXPECT_FALSE(listed(l, MSR_IA32_MC0_CTL));
