@@ -29,6 +29,7 @@ use kernel::{
 };
 
 mod apic;
+mod debug;
 mod events;
 mod mmio;
 mod msr;
@@ -38,6 +39,7 @@ mod run;
 
 use apic::Apic;
 pub(crate) use apic::VcpuBell;
+pub(crate) use debug::DebugExit;
 use mmio::Frags;
 pub(crate) use msr::msr_index_list;
 
@@ -118,6 +120,14 @@ struct Inner<B: Backend> {
     pio_buf: KVec<u8>,
     /// The local APIC, in a VM with the split irqchip.
     apic: Option<KBox<Apic>>,
+    /// What `KVM_SET_GUEST_DEBUG` set.
+    guest_debug: crate::debug::GuestDebug,
+    /// An instruction rkvm completed for the guest ran with TF set: its
+    /// single-step trap is owed (see `debug.rs`).
+    step_trap: bool,
+    /// The queued #BP came from `KVM_GUESTDBG_INJECT_BP`: RIP moves past
+    /// the instruction when it is delivered.
+    inject_bp: bool,
 }
 
 /// One vCPU, owned by its VM.
@@ -175,6 +185,9 @@ impl<B: Backend> Vcpu<B> {
             tsc_khz: cpu::tsc_khz(),
             pio_buf: KVec::from_elem(0, 4096, GFP_KERNEL_ACCOUNT)?,
             apic: if apic { Some(Apic::new(id)?) } else { None },
+            guest_debug: Default::default(),
+            step_trap: false,
+            inject_bp: false,
         };
         inner.reset(id, tsc_offset);
         inner.apic_effects(Default::default());
@@ -225,8 +238,11 @@ impl<B: Backend> Inner<B> {
             xcr0: reset::XCR0,
             db: [0; 4],
             dr7: reset::DR7,
+            eff_db: [0; 4],
+            eff_dr7: reset::DR7,
             changed: VcpuState::ALL,
         };
+        self.update_dr7();
         self.state.gprs[2] = reset::RDX;
         let t = reset::segment_types(B::CPU == Vendor::Amd);
         let seg = |selector: u16, base: u64, type_: u8, s: u8| KvmSegment {
@@ -309,7 +325,7 @@ impl<B: Backend> Inner<B> {
 
     /// `KVM_GET_REGS`.
     fn regs(&self) -> KvmRegs {
-        KvmRegs::from_gprs(&self.state.gprs, self.arch.rip(), self.arch.rflags())
+        KvmRegs::from_gprs(&self.state.gprs, self.arch.rip(), self.rflags())
     }
 
     /// `KVM_SET_REGS`.
@@ -318,7 +334,7 @@ impl<B: Backend> Inner<B> {
         self.events.exception.pending = false;
         self.state.gprs = r.gprs();
         self.arch.set_rip(r.rip);
-        self.arch.set_rflags(r.rflags);
+        self.set_rflags(r.rflags);
     }
 
     /// `KVM_GET_SREGS`.
@@ -435,6 +451,7 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_GET_CPUID2 => v.get_cpuid2(arg),
             abi::KVM_INTERRUPT => v.interrupt(arg),
             abi::KVM_NMI => v.nmi(),
+            abi::KVM_SET_GUEST_DEBUG => v.set_guest_debug(arg),
             abi::KVM_GET_VCPU_EVENTS => v.get_events(arg),
             abi::KVM_SET_VCPU_EVENTS => v.set_events(arg),
             abi::KVM_TRANSLATE => v.translate(&this.vm, arg),
