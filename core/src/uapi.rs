@@ -515,12 +515,18 @@ mod tests {
         run.set_debug(1, 0x1234, Some(0xffff_4ff0), Some(0x400));
         assert_eq!(run.exit_reason, exit::DEBUG);
         assert_eq!(run.exit_len(), 32);
-        let q = |i: usize| u64::from_ne_bytes(run.exit.0[i..i + 8].try_into().unwrap());
-        assert_eq!((q(8), q(16), q(24)), (0x1234, 0xffff_4ff0, 0x400));
+        let q = |r: &KvmRun, i: usize| u64::from_ne_bytes(r.exit.0[i..i + 8].try_into().unwrap());
+        assert_eq!(
+            (q(&run, 8), q(&run, 16), q(&run, 24)),
+            (0x1234, 0xffff_4ff0, 0x400)
+        );
         // A #BP keeps the DR6/DR7 an earlier exit left.
         run.set_debug(3, 0x99, None, None);
         assert_eq!(run.exit_len(), 16);
-        assert_eq!((q(8), q(16), q(24)), (0x99, 0xffff_4ff0, 0x400));
+        assert_eq!(
+            (q(&run, 8), q(&run, 16), q(&run, 24)),
+            (0x99, 0xffff_4ff0, 0x400)
+        );
     }
 
     #[test]
