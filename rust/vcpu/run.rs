@@ -242,12 +242,10 @@ impl<B: Backend> Vcpu<B> {
             Exit::Resume => Ok(Flow::Resume),
             Exit::Io(io) => self.io(mem, inner, io),
             Exit::Hlt { next_rip } => {
+                // A single step over HLT is reported only with the APIC in
+                // the kernel (then the vCPU halts too); KVM_EXIT_HLT wins
+                // otherwise (kvm_emulate_halt).
                 self.skip(mem, inner, next_rip);
-                // A single step over HLT reports the step, and the vCPU
-                // does not halt (kvm_emulate_halt).
-                if inner.step_trap {
-                    return Ok(Flow::Resume);
-                }
                 // With the APIC in the kernel the vCPU sleeps here.
                 if let Some(a) = inner.apic.as_mut() {
                     a.mp_state = super::apic::mp::HALTED;
