@@ -6,8 +6,8 @@
 //! The concerns live in `vcpu/`: the run loop and exit dispatch
 //! (`run.rs`), event injection and the event ioctls (`events.rs`), port IO
 //! (`pio.rs`), MMIO and the instruction emulator (`mmio.rs`), the register
-//! and CPUID ioctls (`regs.rs`), the MSRs (`msr.rs`) and the in-kernel
-//! local APIC (`apic.rs`).
+//! and CPUID ioctls (`regs.rs`), the MSRs (`msr.rs`), the in-kernel
+//! local APIC (`apic.rs`) and guest debugging (`debug.rs`).
 
 use crate::{
     abi,
