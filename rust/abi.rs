@@ -4,9 +4,9 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmMsi, KvmMsrsHeader, KvmRegs,
-    KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
-    KvmX86Mce, KvmXcrs,
+    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmGuestDebug, KvmMsi, KvmMsrsHeader,
+    KvmRegs, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
+    KvmVcpuEvents, KvmX86Mce, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -53,6 +53,7 @@ pub(crate) const KVM_SET_LAPIC: u32 = _IOW::<[u8; 1024]>(KVMIO, 0x8f);
 pub(crate) const KVM_GET_MP_STATE: u32 = _IOR::<u32>(KVMIO, 0x98);
 pub(crate) const KVM_SET_MP_STATE: u32 = _IOW::<u32>(KVMIO, 0x99);
 pub(crate) const KVM_NMI: u32 = _IO(KVMIO, 0x9a);
+pub(crate) const KVM_SET_GUEST_DEBUG: u32 = _IOW::<KvmGuestDebug>(KVMIO, 0x9b);
 pub(crate) const KVM_GET_VCPU_EVENTS: u32 = _IOR::<KvmVcpuEvents>(KVMIO, 0x9f);
 pub(crate) const KVM_SET_VCPU_EVENTS: u32 = _IOW::<KvmVcpuEvents>(KVMIO, 0xa0);
 pub(crate) const KVM_SET_TSC_KHZ: u32 = _IO(KVMIO, 0xa2);
@@ -81,9 +82,11 @@ const KVM_CAP_NR_MEMSLOTS: usize = 10;
 const KVM_CAP_MP_STATE: usize = 14;
 const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: usize = 21;
 const KVM_CAP_USER_NMI: usize = 22;
+const KVM_CAP_SET_GUEST_DEBUG: usize = 23;
 const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
 const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
 const KVM_CAP_DEBUGREGS: usize = 50;
+const KVM_CAP_X86_ROBUST_SINGLESTEP: usize = 51;
 const KVM_CAP_XCRS: usize = 56;
 const KVM_CAP_GET_TSC_KHZ: usize = 61;
 const KVM_CAP_INTERNAL_ERROR_DATA: usize = 40;
@@ -99,6 +102,7 @@ const KVM_CAP_SIGNAL_MSI: usize = 77;
 const KVM_CAP_ENABLE_CAP_VM: usize = 98;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
 const KVM_CAP_USER_MEMORY2: usize = 231;
+const KVM_CAP_SET_GUEST_DEBUG2: usize = 195;
 
 /// `KVM_CHECK_EXTENSION`, on the system fd or a VM fd: 0 for anything rkvm
 /// does not implement, as KVM answers for capabilities it lacks.
@@ -113,6 +117,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_JOIN_MEMORY_REGIONS_WORKS
         | KVM_CAP_SET_IDENTITY_MAP_ADDR
         | KVM_CAP_DEBUGREGS
+        | KVM_CAP_SET_GUEST_DEBUG
+        | KVM_CAP_X86_ROBUST_SINGLESTEP
         | KVM_CAP_GET_TSC_KHZ
         | KVM_CAP_INTERNAL_ERROR_DATA
         | KVM_CAP_VCPU_EVENTS
@@ -131,6 +137,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
+        // The flags KVM_SET_GUEST_DEBUG knows.
+        KVM_CAP_SET_GUEST_DEBUG2 => crate::debug::VALID_MASK as isize,
         KVM_CAP_NR_MEMSLOTS => crate::memslot::USER_MEM_SLOTS as isize,
         _ => 0,
     }

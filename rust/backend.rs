@@ -83,11 +83,18 @@ pub(crate) struct VcpuState {
     pub(crate) misc_enable: u64,
     /// XCR0, loaded while the guest runs.
     pub(crate) xcr0: u64,
-    /// DR0-DR3, as the guest wrote them (emulated: never loaded, the
-    /// hardware keeps the host's).
+    /// DR0-DR3, as the guest wrote them (its MOVs to and from debug
+    /// registers are emulated).
     pub(crate) db: [u64; 4],
-    /// DR7 as the guest wrote it (the guest runs with DR7 = 0x400).
+    /// DR7 as the guest wrote it.
     pub(crate) dr7: u64,
+    /// The DR0-DR3 the guest runs with: its own, or userspace's under
+    /// `KVM_GUESTDBG_USE_HW_BP` (KVM's `eff_db`). Loaded into the hardware
+    /// around the world switch while `eff_dr7` arms a breakpoint; the
+    /// host's are put back after.
+    pub(crate) eff_db: [u64; 4],
+    /// The DR7 the guest runs with (loaded from the VMCB or VMCS).
+    pub(crate) eff_dr7: u64,
     /// Which of the values a backend loads into its VMCB/VMCS only when they
     /// change ([`VcpuState::TSC_OFFSET`], [`VcpuState::PAT`],
     /// [`VcpuState::TSC_AUX`]) changed since the last `prepare`.
@@ -117,6 +124,11 @@ pub(crate) struct Entry {
     /// the guest next runs (on this entry, or on a later one if this one
     /// is called off).
     pub(crate) flush: bool,
+    /// Userspace single-steps the guest (VT-x then drops an STI or MOV SS
+    /// shadow, which VM entry would refuse with TF set, as KVM does).
+    pub(crate) single_step: bool,
+    /// #BP exits (`KVM_GUESTDBG_USE_SW_BP`).
+    pub(crate) intercept_bp: bool,
 }
 
 /// A segment register, for `KVM_GET/SET_SREGS`.
@@ -217,9 +229,10 @@ pub(crate) trait ArchVcpu: Send + Sized + Unpin + 'static {
     fn dtable(&self, t: Dtable) -> KvmDtable;
     /// Loads a descriptor-table register.
     fn set_dtable(&mut self, t: Dtable, v: &KvmDtable);
-    /// DR6 (SVM: the VMCB's, which the hardware updates on a guest #DB).
+    /// The guest's DR6 (emulated: a #DB's cause is merged in by the
+    /// generic side).
     fn dr6(&self) -> u64;
-    /// Sets DR6 (the caller fixed its reserved bits).
+    /// Sets the guest's DR6 (the caller fixed its reserved bits).
     fn set_dr6(&mut self, v: u64);
     /// The event to deliver at the next entry (SVM EVENTINJ, VT-x VM-entry
     /// interruption information), or none; called before every entry.
@@ -281,9 +294,14 @@ pub(crate) enum Exit {
     Shutdown,
     /// The guest touched a GPA with no (or a too weak) nested mapping.
     Npf { gpa: Gpa, write: bool, fetch: bool },
-    /// MOV to or from a debug register (emulated: the guest's DR0-3 are
-    /// never loaded into the hardware, which holds the host's).
+    /// MOV to or from a debug register (emulated; the registers are
+    /// loaded from [`VcpuState::eff_db`] and `eff_dr7`).
     DrAccess,
+    /// A #DB in the guest (always intercepted).
+    Debug(crate::vcpu::DebugExit),
+    /// A #BP in the guest (intercepted only for `KVM_GUESTDBG_USE_SW_BP`);
+    /// the address KVM reports.
+    Breakpoint { pc: u64 },
     /// An intercepted #UD (VT-x: VMMCALL is emulated, as KVM does).
     InvalidOpcode,
     /// VMMCALL/VMCALL.

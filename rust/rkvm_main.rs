@@ -30,6 +30,7 @@ mod vmx;
 mod logic {
     pub(crate) mod addr;
     pub(crate) mod cpuid;
+    pub(crate) mod debug;
     pub(crate) mod decode;
     pub(crate) mod emulate;
     pub(crate) mod events;
@@ -50,7 +51,7 @@ mod logic {
     pub(crate) mod x86;
 }
 use logic::{
-    addr, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
+    addr, cpuid, debug, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
 };
 
 use backend::Backend;

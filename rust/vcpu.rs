@@ -6,8 +6,8 @@
 //! The concerns live in `vcpu/`: the run loop and exit dispatch
 //! (`run.rs`), event injection and the event ioctls (`events.rs`), port IO
 //! (`pio.rs`), MMIO and the instruction emulator (`mmio.rs`), the register
-//! and CPUID ioctls (`regs.rs`), the MSRs (`msr.rs`) and the in-kernel
-//! local APIC (`apic.rs`).
+//! and CPUID ioctls (`regs.rs`), the MSRs (`msr.rs`), the in-kernel
+//! local APIC (`apic.rs`) and guest debugging (`debug.rs`).
 
 use crate::{
     abi,
@@ -29,6 +29,7 @@ use kernel::{
 };
 
 mod apic;
+mod debug;
 mod events;
 mod mmio;
 mod msr;
@@ -38,6 +39,7 @@ mod run;
 
 use apic::Apic;
 pub(crate) use apic::VcpuBell;
+pub(crate) use debug::DebugExit;
 use mmio::Frags;
 pub(crate) use msr::{mce_cap_supported, msr_index_list};
 
@@ -120,6 +122,14 @@ struct Inner<B: Backend> {
     apic: Option<KBox<Apic>>,
     /// Machine checks, MTRRs and the other emulated MSRs.
     msrs: KBox<msr::MsrState>,
+    /// What `KVM_SET_GUEST_DEBUG` set.
+    guest_debug: crate::debug::GuestDebug,
+    /// An instruction rkvm completed for the guest ran with TF set: its
+    /// single-step trap is owed (see `debug.rs`).
+    step_trap: bool,
+    /// The queued #BP came from `KVM_GUESTDBG_INJECT_BP`: RIP moves past
+    /// the instruction when it is delivered.
+    inject_bp: bool,
 }
 
 /// One vCPU, owned by its VM.
@@ -181,6 +191,9 @@ impl<B: Backend> Vcpu<B> {
                 msr::MsrState::new(B::CPU == Vendor::Amd),
                 GFP_KERNEL_ACCOUNT,
             )?,
+            guest_debug: Default::default(),
+            step_trap: false,
+            inject_bp: false,
         };
         inner.reset(id, tsc_offset);
         inner.apic_effects(Default::default());
@@ -231,8 +244,11 @@ impl<B: Backend> Inner<B> {
             xcr0: reset::XCR0,
             db: [0; 4],
             dr7: reset::DR7,
+            eff_db: [0; 4],
+            eff_dr7: reset::DR7,
             changed: VcpuState::ALL,
         };
+        self.update_dr7();
         self.state.gprs[2] = reset::RDX;
         let t = reset::segment_types(B::CPU == Vendor::Amd);
         let seg = |selector: u16, base: u64, type_: u8, s: u8| KvmSegment {
@@ -315,7 +331,7 @@ impl<B: Backend> Inner<B> {
 
     /// `KVM_GET_REGS`.
     fn regs(&self) -> KvmRegs {
-        KvmRegs::from_gprs(&self.state.gprs, self.arch.rip(), self.arch.rflags())
+        KvmRegs::from_gprs(&self.state.gprs, self.arch.rip(), self.rflags())
     }
 
     /// `KVM_SET_REGS`.
@@ -324,7 +340,7 @@ impl<B: Backend> Inner<B> {
         self.events.exception.pending = false;
         self.state.gprs = r.gprs();
         self.arch.set_rip(r.rip);
-        self.arch.set_rflags(r.rflags);
+        self.set_rflags(r.rflags);
     }
 
     /// `KVM_GET_SREGS`.
@@ -441,6 +457,7 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_GET_CPUID2 => v.get_cpuid2(arg),
             abi::KVM_INTERRUPT => v.interrupt(arg),
             abi::KVM_NMI => v.nmi(),
+            abi::KVM_SET_GUEST_DEBUG => v.set_guest_debug(arg),
             abi::KVM_GET_VCPU_EVENTS => v.get_events(arg),
             abi::KVM_SET_VCPU_EVENTS => v.set_events(arg),
             abi::KVM_TRANSLATE => v.translate(&this.vm, arg),

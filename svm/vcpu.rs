@@ -8,15 +8,17 @@ use crate::{
     addr::Gpa,
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
     cpuid::GuestCaps,
+    debug::DR6_ACTIVE_LOW,
     decode::Segment,
-    events::{self, Event, AC_VECTOR, DB_VECTOR, SHADOW_MOV_SS, SHADOW_STI},
+    events::{self, Event, AC_VECTOR, BP_VECTOR, DB_VECTOR, SHADOW_MOV_SS, SHADOW_STI},
     msr,
     sys::{
-        cpu::{self, NoIrq},
+        cpu::{self, HostDrs, NoIrq},
         mem::{PageBox, Pages},
         svm::vmrun,
     },
     uapi::{KvmDtable, KvmSegment},
+    vcpu::DebugExit,
     vmcb::{exit, intercept, SegAttr, Vmcb, VmcbSeg},
     x86::{self, CR0_PE, CR0_PG, EFER_LMA, EFER_LME, EFER_SVME, RFLAGS_RF, RFLAGS_TF},
 };
@@ -94,6 +96,9 @@ pub(crate) struct SvmVcpu {
     /// The guest is single-stepped to reach an NMI window; its own TF and
     /// RF, to put back after the step.
     nmi_step: Option<u64>,
+    /// The guest's DR6. It runs with the VMCB's at `DR6_ACTIVE_LOW`, so
+    /// that a #DB's cause reads clean from it, as KVM does.
+    dr6: u64,
 }
 
 impl SvmVcpu {
@@ -208,21 +213,29 @@ impl SvmVcpu {
                 error_code: Some(info1 as u32),
             },
             c if c == exit::EXCP_BASE + u64::from(DB_VECTOR) => {
-                if let Some(flags) = self.nmi_step.take() {
+                let own_step = if let Some(flags) = self.nmi_step.take() {
                     // rkvm's single step: put back the guest's TF and RF
                     // (a #DB of the guest's own TF is lost, as in KVM).
                     let keep = flags & (RFLAGS_TF | RFLAGS_RF);
                     let r = self.vmcb.save.rflags;
                     self.vmcb.save.rflags = (r & !(RFLAGS_TF | RFLAGS_RF)) | keep;
-                    Exit::Resume
+                    true
                 } else {
-                    // DR6 in the VMCB already says why.
-                    Exit::Exception {
-                        vector: DB_VECTOR,
-                        error_code: None,
-                    }
-                }
+                    false
+                };
+                // The VMCB's DR6 entered clean: what is set now is why.
+                let dr6 = self.vmcb.save.dr6;
+                Exit::Debug(DebugExit {
+                    payload: dr6 ^ DR6_ACTIVE_LOW,
+                    dr6,
+                    pc: self.vmcb.save.cs.base.wrapping_add(self.vmcb.save.rip),
+                    own_step,
+                    icebp_next_rip: None,
+                })
             }
+            c if c == exit::EXCP_BASE + u64::from(BP_VECTOR) => Exit::Breakpoint {
+                pc: self.vmcb.save.cs.base.wrapping_add(self.vmcb.save.rip),
+            },
             exit::IOIO => Exit::Io(IoExit {
                 port: (info1 >> 16) as u16,
                 size: ((info1 >> 4) & 7) as u8,
@@ -341,8 +354,9 @@ impl ArchVcpu for SvmVcpu {
         // VMRUN requires EFER.SVME in the guest's EFER; the guest never
         // sees it (`efer`).
         vmcb.save.efer = EFER_SVME;
-        // The guest's breakpoints are emulated, never armed.
+        // `prepare` loads the DR7 the guest runs with.
         vmcb.save.dr7 = x86::reset::DR7;
+        vmcb.save.dr6 = DR6_ACTIVE_LOW;
         let vmcb_pa = vmcb.phys();
         Ok(Self {
             vmcb,
@@ -357,6 +371,7 @@ impl ArchVcpu for SvmVcpu {
             nmi_masked: false,
             iret_rip: None,
             nmi_step: None,
+            dr6: x86::reset::DR6,
         })
     }
 
@@ -386,7 +401,17 @@ impl ArchVcpu for SvmVcpu {
             c.tsc_offset = s.tsc_offset;
         }
         c.int_ctl = (c.int_ctl & !V_TPR_MASK) | (s.cr8 as u32 & V_TPR_MASK);
+        // #BP exits only for userspace's software breakpoints
+        // (svm_update_exception_bitmap).
+        let bp = 1 << BP_VECTOR;
+        if e.intercept_bp {
+            c.intercepts[2] |= bp;
+        } else {
+            c.intercepts[2] &= !bp;
+        }
         let v = &mut self.vmcb.save;
+        v.dr7 = s.eff_dr7;
+        v.dr6 = DR6_ACTIVE_LOW;
         if s.changed & VcpuState::PAT != 0 {
             v.g_pat = s.pat;
         }
@@ -398,6 +423,10 @@ impl ArchVcpu for SvmVcpu {
         let vmcb_pa = self.vmcb_pa;
         self.vmcb.save.rax = s.gprs[0];
         self.vmcb.save.rsp = s.gprs[4];
+        // The guest's breakpoint addresses, while its DR7 arms one (VMRUN
+        // switches DR7, not DR0-DR3).
+        let drs = (s.eff_dr7 & crate::debug::DR7_BP_EN_MASK != 0)
+            .then(|| HostDrs::load_guest(&s.eff_db, irq));
         let dr7 = cpu::read_dr7();
         let aux = self.shared.features.rdtscp && s.tsc_aux != self.host_tsc_aux;
         if aux {
@@ -410,7 +439,9 @@ impl ArchVcpu for SvmVcpu {
         if aux {
             cpu::write_tsc_aux(self.host_tsc_aux, irq);
         }
-        if dr7 != x86::reset::DR7 as usize {
+        if let Some(d) = drs {
+            d.restore(irq);
+        } else if dr7 != x86::reset::DR7 as usize {
             cpu::write_dr7(dr7);
         }
         s.gprs[0] = self.vmcb.save.rax;
@@ -612,11 +643,11 @@ impl ArchVcpu for SvmVcpu {
     }
 
     fn dr6(&self) -> u64 {
-        self.vmcb.save.dr6
+        self.dr6
     }
 
     fn set_dr6(&mut self, v: u64) {
-        self.vmcb.save.dr6 = v;
+        self.dr6 = v;
     }
 
     fn set_event(&mut self, e: Option<&Event>) {

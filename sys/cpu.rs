@@ -196,6 +196,7 @@ extern "C" {
     fn rkvm_now_ns() -> u64;
     fn rkvm_read_dr7() -> usize;
     fn rkvm_write_dr7(v: usize);
+    fn rkvm_swap_dr0123(load: *const usize, save: *mut usize);
 }
 
 /// The number of online CPUs.
@@ -237,6 +238,53 @@ pub(crate) fn read_dr7() -> usize {
 pub(crate) fn write_dr7(v: usize) {
     // SAFETY: restores the host's own earlier value.
     unsafe { rkvm_write_dr7(v) };
+}
+
+/// The host's DR0-DR3 and DR7 while a guest's breakpoint addresses are
+/// loaded (KVM's switch of `eff_db`): [`HostDrs::restore`], or dropping it
+/// on an error path, puts them back.
+#[must_use]
+pub(crate) struct HostDrs {
+    db: [usize; 4],
+    dr7: usize,
+}
+
+impl HostDrs {
+    /// Disarms the host's breakpoints (so that the guest's addresses never
+    /// trigger them in the host) and loads `db` for the guest, whose DR7
+    /// the VMCB or VMCS holds. Interrupts are off (`_irq`), so nothing on
+    /// the host runs with these values.
+    pub(crate) fn load_guest(db: &[u64; 4], _irq: &NoIrq<'_>) -> Self {
+        let dr7 = read_dr7();
+        if dr7 != 0x400 {
+            write_dr7(0x400);
+        }
+        let load = db.map(|v| v as usize);
+        let mut save = [0usize; 4];
+        // SAFETY: ring 0 with interrupts off; DR0-DR3 are only addresses
+        // while DR7 (the host's, just cleared) arms none of them, and the
+        // host's are put back by `restore` before interrupts are on again.
+        unsafe { rkvm_swap_dr0123(load.as_ptr(), save.as_mut_ptr()) };
+        Self { db: save, dr7 }
+    }
+
+    /// Puts the host's DR0-DR3 back, then its DR7 (after the exit reset
+    /// DR7 to 0x400), with interrupts still off.
+    pub(crate) fn restore(self, _irq: &NoIrq<'_>) {
+        drop(self);
+    }
+}
+
+impl Drop for HostDrs {
+    fn drop(&mut self) {
+        let mut scratch = [0usize; 4];
+        // SAFETY: as in `load_guest`: the exit left DR7 = 0x400, so the
+        // addresses arm nothing until DR7 is restored below.
+        unsafe { rkvm_swap_dr0123(self.db.as_ptr(), scratch.as_mut_ptr()) };
+        if self.dr7 != 0x400 {
+            write_dr7(self.dr7);
+        }
+    }
 }
 
 /// Loads `TSC_AUX` (what RDTSCP and RDPID return) with a guest's value,

@@ -358,6 +358,19 @@ void rkvm_write_dr7(unsigned long v)
 	set_debugreg(v, 7);
 }
 
+/* Saves DR0-DR3 in save[] and loads load[] (interrupts are off). */
+void rkvm_swap_dr0123(const unsigned long *load, unsigned long *save)
+{
+	get_debugreg(save[0], 0);
+	get_debugreg(save[1], 1);
+	get_debugreg(save[2], 2);
+	get_debugreg(save[3], 3);
+	set_debugreg(load[0], 0);
+	set_debugreg(load[1], 1);
+	set_debugreg(load[2], 2);
+	set_debugreg(load[3], 3);
+}
+
 static void (*rkvm_reboot_cb)(void);
 
 static int rkvm_reboot_notify(struct notifier_block *nb, unsigned long code, void *unused)

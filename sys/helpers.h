@@ -53,6 +53,7 @@ void rkvm_kick_cpu_async(int cpu);
 u64 rkvm_now_ns(void);
 unsigned long rkvm_read_dr7(void);
 void rkvm_write_dr7(unsigned long v);
+void rkvm_swap_dr0123(const unsigned long *load, unsigned long *save);
 int rkvm_reboot_register(void (*cb)(void));
 void rkvm_reboot_unregister(void);
 u64 rkvm_page_huge_2m(struct page *page);

@@ -3,9 +3,10 @@
 //! Copying KVM's UAPI structs to and from userspace.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap, KvmMsi,
-    KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation,
-    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
+    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap,
+    KvmGuestDebug, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs,
+    KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce,
+    KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -40,6 +41,7 @@ plain_data!(
     KvmRun,
     KvmVcpuEvents,
     KvmDebugregs,
+    KvmGuestDebug,
     KvmXcrs,
     KvmTranslation,
     KvmEnableCap,

@@ -16,20 +16,22 @@ use crate::{
     addr::Gpa,
     backend::{segment_from_number, ArchVcpu, Dtable, Entry, Exit, IoExit, Sreg, VcpuState},
     cpuid::{feature, GuestCaps},
+    debug::{self, DR6_ACTIVE_LOW, DR6_BS},
     decode::{Mode, Segment},
     events::{Event, Kind, SHADOW_MOV_SS, SHADOW_STI},
     msr,
     sys::{
-        cpu::{self, NoIrq},
+        cpu::{self, HostDrs, NoIrq},
         mem::Pages,
         vmx::{deliver_nmi, HostState, Root},
     },
     uapi::{KvmDtable, KvmSegment},
+    vcpu::DebugExit,
     vmcs::{
         ept, field as f, ins_outs_info, intr, msr_bitmap_bits, proc, proc2, reason, AccessRights,
         Config, CrAccess, Field, IoQual, WNat, W16, W32,
     },
-    x86::{self, CR0_PE, CR0_PG, CR0_TS, EFER_LMA, EFER_LME, RFLAGS_IF},
+    x86::{self, CR0_PE, CR0_PG, CR0_TS, EFER_LMA, EFER_LME, RFLAGS_IF, RFLAGS_TF},
 };
 use kernel::{prelude::*, sync::Arc};
 
@@ -73,6 +75,12 @@ const NMI_VECTOR: u32 = 2;
 /// too. #AC is intercepted so that a guest whose #AC delivery itself raises #AC
 /// (CVE-2015-5307) exits instead of hanging the CPU in microcode.
 const AC_VECTOR: u8 = 17;
+/// #DB always exits, as in KVM: its cause comes in the exit qualification
+/// (the guest's DR6 is emulated), and a guest whose #DB delivery raises
+/// #DB again would hang the CPU (CVE-2015-8104). #BP exits for
+/// userspace's software breakpoints.
+const DB_VECTOR: u8 = 1;
+const BP_VECTOR: u8 = 3;
 
 /// The hardware never exits with this: VMLAUNCH failed.
 const NOT_RUN: u32 = 0xffff;
@@ -235,6 +243,10 @@ pub(crate) struct VmxVcpu {
     eptp: u64,
     /// DR6 as the guest wrote it (VT-x does not switch DR6; it is emulated).
     dr6: u64,
+    /// The DR7 the guest runs with, and whether #BP exits (set by
+    /// `prepare`).
+    dr7: u64,
+    intercept_bp: bool,
 }
 
 impl VmxVcpu {
@@ -269,7 +281,11 @@ impl VmxVcpu {
             0
         };
         r.write(f::ENTRY_CONTROLS, c.entry | ia32e);
-        r.write(f::EXCEPTION_BITMAP, (1 << AC_VECTOR) | (1 << UD_VECTOR));
+        let bp = if self.intercept_bp { 1 << BP_VECTOR } else { 0 };
+        r.write(
+            f::EXCEPTION_BITMAP,
+            (1 << AC_VECTOR) | (1 << UD_VECTOR) | (1 << DB_VECTOR) | bp,
+        );
         r.write(f::CR3_TARGET_COUNT, 0);
         r.write(f::MSR_BITMAP, self.msr_bitmap.phys());
         let lists = self.msr_lists.phys();
@@ -346,7 +362,7 @@ impl VmxVcpu {
         r.write(f::GUEST_CR0, c.guest_cr0(g.cr0));
         r.write(f::GUEST_CR3, g.cr3);
         r.write(f::GUEST_CR4, c.guest_cr4(g.cr4));
-        r.write(f::GUEST_DR7, x86::reset::DR7);
+        r.write(f::GUEST_DR7, self.dr7);
         r.write(f::GUEST_DEBUGCTL, 0);
         r.write(f::GUEST_RSP, g.rsp);
         r.write(f::GUEST_RIP, g.rip);
@@ -424,7 +440,7 @@ impl VmxVcpu {
         }
     }
 
-    fn decode_exit(&self, s: &VcpuState) -> Exit {
+    fn decode_exit(&mut self, s: &VcpuState) -> Exit {
         let x = self.exit;
         if x.reason == NOT_RUN {
             // VMLAUNCH failed: report the VM-instruction error, as KVM does.
@@ -441,6 +457,12 @@ impl VmxVcpu {
                     Exit::Resume
                 } else if vector == u32::from(UD_VECTOR) {
                     Exit::InvalidOpcode
+                } else if vector == u32::from(DB_VECTOR) {
+                    self.debug_exit()
+                } else if vector == u32::from(BP_VECTOR) {
+                    Exit::Breakpoint {
+                        pc: self.linear_rip(),
+                    }
                 } else if vector == u32::from(AC_VECTOR) {
                     Exit::Exception {
                         vector: AC_VECTOR,
@@ -554,6 +576,33 @@ impl VmxVcpu {
         }
     }
 
+    /// A #DB exit (`handle_exception_nmi`): the cause is the exit
+    /// qualification. For the guest's own TF under an STI or MOV SS
+    /// shadow the CPU did not record the pending single step, which VM
+    /// entry then requires: it is set, as KVM does.
+    fn debug_exit(&mut self) -> Exit {
+        let x = self.exit;
+        let icebp = x.intr_info & intr::TYPE_MASK == intr::TYPE_PRIV_SOFT;
+        if !icebp
+            && self.g.rflags & RFLAGS_TF != 0
+            && self.g.interruptibility & (BLOCK_STI | BLOCK_MOV_SS) != 0
+        {
+            self.g.pending_dbg |= DR6_BS;
+        }
+        Exit::Debug(DebugExit {
+            payload: x.qualification,
+            dr6: x.qualification | DR6_ACTIVE_LOW,
+            pc: self.linear_rip(),
+            own_step: false,
+            icebp_next_rip: icebp.then(|| self.g.rip.wrapping_add(u64::from(x.insn_len))),
+        })
+    }
+
+    /// `kvm_get_linear_rip`.
+    fn linear_rip(&self) -> u64 {
+        debug::linear_rip(self.mode() == Mode::Bits64, self.g.seg[CS].base, self.g.rip)
+    }
+
     /// The instruction-decoding mode, for the address size of string IO
     /// without the instruction information.
     fn mode(&self) -> Mode {
@@ -635,6 +684,8 @@ impl ArchVcpu for VmxVcpu {
             host_tsc_aux: 0,
             eptp: 0,
             dr6: x86::reset::DR6,
+            dr7: x86::reset::DR7,
+            intercept_bp: false,
         })
     }
 
@@ -666,12 +717,24 @@ impl ArchVcpu for VmxVcpu {
             }
         }
         self.exit.reason = NOT_RUN;
+        self.dr7 = s.eff_dr7;
+        self.intercept_bp = e.intercept_bp;
+        // VM entry refuses TF with an STI or MOV SS shadow unless a single
+        // step is pending: userspace's step drops the shadow, as KVM's
+        // vmx_vcpu_run does.
+        if e.single_step {
+            self.set_interrupt_shadow(0);
+        }
         Ok(())
     }
 
     fn switch(&mut self, s: &mut VcpuState, irq: &NoIrq<'_>) -> Result {
         self.g.rsp = s.gprs[4];
         let host = HostState::save(irq);
+        // The guest's breakpoint addresses, while its DR7 arms one (VM
+        // entry loads DR7, not DR0-DR3).
+        let drs =
+            (s.eff_dr7 & debug::DR7_BP_EN_MASK != 0).then(|| HostDrs::load_guest(&s.eff_db, irq));
         // SAFETY: `vmxon` is this CPU's region (interrupts are off, so no
         // other window on this CPU), the VMCS this vCPU's, which no other
         // CPU has current (every window VMCLEARs it).
@@ -698,6 +761,9 @@ impl ArchVcpu for VmxVcpu {
             }
         }
         drop(root);
+        if let Some(d) = drs {
+            d.restore(irq);
+        }
         host.restore(irq);
         if u32::from(self.exit.reason as u16) == u32::from(reason::EXCEPTION_NMI)
             && self.exit.intr_info & intr::TYPE_MASK == intr::TYPE_NMI

@@ -16,6 +16,9 @@
 //!   `lookup`/`find`, `emulate` (what the guest's CPUID returns, with the
 //!   Intel out-of-range fallback), `GuestCaps::from_entries`, and
 //!   `supported(host, out)` (rkvm's `KVM_GET_SUPPORTED_CPUID` list).
+//! * `debug.rs` — self-contained. Guest debugging as KVM's: what
+//!   `KVM_SET_GUEST_DEBUG` keeps, the effective DR0-DR3/DR7, the hidden
+//!   single-step TF, DR6 after a #DB (`deliver_db_payload`).
 //! * `decode.rs` — self-contained. `decode(bytes, mode, vendor)` gives an
 //!   `Insn` (length, prefixes, operands) or a `DecodeError`;
 //!   `Insn::control_reg_move`/`debug_reg_move` decode MOV CR/DR.
@@ -65,6 +68,7 @@
 
 pub mod addr;
 pub mod cpuid;
+pub mod debug;
 pub mod decode;
 pub mod emulate;
 pub mod events;

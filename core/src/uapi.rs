@@ -283,6 +283,10 @@ impl KvmRun {
         match self.exit_reason {
             exit::IO | exit::FAIL_ENTRY => 16,
             exit::MMIO => 24,
+            // A #BP leaves DR6/DR7 as an earlier exit left them, as KVM's
+            // bp_interception does.
+            exit::DEBUG if self.exit.0[0] == 3 => 16,
+            exit::DEBUG => 32,
             exit::INTERNAL_ERROR => {
                 let ndata = u32::from_ne_bytes([
                     self.exit.0[4],
@@ -314,6 +318,24 @@ impl KvmRun {
         e[8..16].copy_from_slice(&data);
         e[16..20].copy_from_slice(&len.to_ne_bytes());
         e[20] = u8::from(is_write);
+    }
+
+    /// Fills in a `KVM_EXIT_DEBUG` (`kvm_debug_exit_arch`); `dr6_dr7` is
+    /// left as it was when `None` (as KVM leaves it for a #BP and for
+    /// the single step of an instruction it emulated, where only DR6 is
+    /// set).
+    pub fn set_debug(&mut self, exception: u32, pc: u64, dr6: Option<u64>, dr7: Option<u64>) {
+        self.exit_reason = exit::DEBUG;
+        let e = &mut self.exit.0;
+        e[0..4].copy_from_slice(&exception.to_ne_bytes());
+        e[4..8].copy_from_slice(&0u32.to_ne_bytes());
+        e[8..16].copy_from_slice(&pc.to_ne_bytes());
+        if let Some(v) = dr6 {
+            e[16..24].copy_from_slice(&v.to_ne_bytes());
+        }
+        if let Some(v) = dr7 {
+            e[24..32].copy_from_slice(&v.to_ne_bytes());
+        }
     }
 
     /// Fills in a `KVM_EXIT_FAIL_ENTRY`.
@@ -364,6 +386,16 @@ pub struct KvmVcpuEvents {
     pub reserved: [u8; 26],
     pub exception_has_payload: u8,
     pub exception_payload: u64,
+}
+
+/// `struct kvm_guest_debug` (`KVM_SET_GUEST_DEBUG`) on x86.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmGuestDebug {
+    pub control: u32,
+    pub pad: u32,
+    /// DR0-DR7 (4 and 5 unused).
+    pub debugreg: [u64; 8],
 }
 
 /// `struct kvm_debugregs` (`KVM_GET/SET_DEBUGREGS`).
@@ -470,6 +502,7 @@ const _: () = {
     assert!(offset_of!(KvmX86Mce, bank) == 32);
     assert!(size_of::<KvmVcpuEvents>() == 64);
     assert!(size_of::<KvmDebugregs>() == 128);
+    assert!(size_of::<KvmGuestDebug>() == 72);
     assert!(size_of::<KvmTranslation>() == 24);
     assert!(size_of::<KvmXcrs>() == 392);
     assert!(size_of::<KvmEnableCap>() == 104);
@@ -491,6 +524,26 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_exit_fields_land_where_c_reads_them() {
+        let mut run = KvmRun::default();
+        run.set_debug(1, 0x1234, Some(0xffff_4ff0), Some(0x400));
+        assert_eq!(run.exit_reason, exit::DEBUG);
+        assert_eq!(run.exit_len(), 32);
+        let q = |r: &KvmRun, i: usize| u64::from_ne_bytes(r.exit.0[i..i + 8].try_into().unwrap());
+        assert_eq!(
+            (q(&run, 8), q(&run, 16), q(&run, 24)),
+            (0x1234, 0xffff_4ff0, 0x400)
+        );
+        // A #BP keeps the DR6/DR7 an earlier exit left.
+        run.set_debug(3, 0x99, None, None);
+        assert_eq!(run.exit_len(), 16);
+        assert_eq!(
+            (q(&run, 8), q(&run, 16), q(&run, 24)),
+            (0x99, 0xffff_4ff0, 0x400)
+        );
+    }
 
     #[test]
     fn io_exit_fields_land_where_c_reads_them() {

@@ -32,7 +32,12 @@ impl<B: Backend> Inner<B> {
 
     /// Moves RIP past an instruction that completed, which ends an STI or
     /// MOV SS interrupt shadow.
+    /// With TF set, the instruction's single-step trap is owed
+    /// (`Inner::step_trap`).
     pub(super) fn advance_rip(&mut self, rip: u64) {
+        if crate::debug::trap_flag(self.arch.rflags()) {
+            self.step_trap = true;
+        }
         self.arch.set_rip(rip);
         self.arch.set_interrupt_shadow(0);
     }
@@ -47,9 +52,11 @@ impl<B: Backend> Inner<B> {
             return;
         }
         let shadow = self.arch.interrupt_shadow() != 0;
+        // KVM_GUESTDBG_BLOCKIRQ: nothing new but exceptions.
+        let block = self.guest_debug.block_irq();
         let allowed = Allowed {
-            nmi: !shadow && !self.arch.nmi_masked(),
-            irq: !shadow && interrupts_enabled(self.arch.rflags()),
+            nmi: !shadow && !block && !self.arch.nmi_masked(),
+            irq: !shadow && !block && interrupts_enabled(self.arch.rflags()),
         };
         let first_delivery = self.events.exception.pending;
         let d = self.events.decide(allowed, external);
@@ -70,10 +77,22 @@ impl<B: Backend> Inner<B> {
                     let rf = self.arch.rflags() | RFLAGS_RF;
                     self.arch.set_rflags(rf);
                 }
+                // Delivering #DB clears DR7.GD (kvm_check_and_inject_events).
+                if first_delivery
+                    && ev.vector == events::DB_VECTOR
+                    && self.state.dr7 & crate::debug::DR7_GD != 0
+                {
+                    self.state.dr7 &= !crate::debug::DR7_GD;
+                    self.update_dr7();
+                }
             }
         }
         self.arch.set_event(e.as_ref());
-        let (irq, nmi) = (d.irq_window || irq_window, d.nmi_window);
+        let (irq, nmi) = if block {
+            (irq_window, false)
+        } else {
+            (d.irq_window || irq_window, d.nmi_window)
+        };
         self.arch.set_windows(irq, nmi);
         self.events_armed = e.is_some() || irq || nmi;
     }

@@ -201,14 +201,18 @@ impl<B: Backend> Cpu for EmuCpu<'_, '_, B> {
     fn rip(&self) -> u64 {
         self.inner.arch.rip()
     }
+    /// The instruction completed: as KVM's writeback, RFLAGS is set
+    /// again at the new RIP, which drops the single step's TF.
     fn set_rip(&mut self, rip: u64) {
-        self.inner.advance_rip(rip)
+        let flags = self.inner.rflags();
+        self.inner.advance_rip(rip);
+        self.inner.set_rflags(flags);
     }
     fn rflags(&self) -> u64 {
-        self.inner.arch.rflags()
+        self.inner.rflags()
     }
     fn set_rflags(&mut self, rflags: u64) {
-        self.inner.arch.set_rflags(rflags)
+        self.inner.set_rflags(rflags)
     }
     fn segment_base(&self, seg: Segment) -> u64 {
         self.inner.arch.segment_base(seg)

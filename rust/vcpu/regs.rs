@@ -109,6 +109,7 @@ impl<B: Backend> Vcpu<B> {
         inner.state.db = d.db;
         inner.state.dr7 = d.dr7;
         inner.arch.set_dr6(d.dr6);
+        inner.update_dr7();
         Ok(0)
     }
 

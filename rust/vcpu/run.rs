@@ -73,7 +73,8 @@ impl<B: Backend> Vcpu<B> {
     }
 
     fn run_locked(&self, vm: &Vm<B>, inner: &mut Inner<B>) -> Result<isize> {
-        if let Flow::User = self.complete_pending(vm, inner)? {
+        let flow = self.complete_pending(vm, inner)?;
+        if let Flow::User = inner.step_trap(flow) {
             return Ok(0);
         }
         // request_interrupt_window and immediate_exit.
@@ -109,8 +110,12 @@ impl<B: Backend> Vcpu<B> {
                 continue;
             }
             cpu::cond_resched();
+            if core::mem::take(&mut inner.inject_bp) {
+                self.skip_for_injected_bp(vm, inner);
+            }
             let e = self.enter(vm, inner, irq_window)?;
-            if let Flow::User = self.handle_exit(vm, inner, e)? {
+            let flow = self.handle_exit(vm, inner, e)?;
+            if let Flow::User = inner.step_trap(flow) {
                 return Ok(0);
             }
             // As KVM: once userspace may inject, it gets the chance.
@@ -138,6 +143,8 @@ impl<B: Backend> Vcpu<B> {
             cpu,
             root: vm.ncr3,
             flush: gen != inner.tlb_gen,
+            single_step: inner.guest_debug.single_step(),
+            intercept_bp: inner.guest_debug.sw_bp(),
         };
         inner.arch.prepare(&inner.state, &entry)?;
         inner.state.changed = 0;
@@ -235,6 +242,9 @@ impl<B: Backend> Vcpu<B> {
             Exit::Resume => Ok(Flow::Resume),
             Exit::Io(io) => self.io(mem, inner, io),
             Exit::Hlt { next_rip } => {
+                // A single step over HLT is reported only with the APIC in
+                // the kernel (then the vCPU halts too); KVM_EXIT_HLT wins
+                // otherwise (kvm_emulate_halt).
                 self.skip(mem, inner, next_rip);
                 // With the APIC in the kernel the vCPU sleeps here.
                 if let Some(a) = inner.apic.as_mut() {
@@ -313,6 +323,8 @@ impl<B: Backend> Vcpu<B> {
                 }
             }
             Exit::DrAccess => Ok(self.debug_register(mem, inner)),
+            Exit::Debug(d) => Ok(inner.debug_exception(d)),
+            Exit::Breakpoint { pc } => Ok(inner.breakpoint(pc)),
             Exit::InvalidOpcode => Ok(self.invalid_opcode(mem, inner)),
             Exit::CrWrite {
                 cr,
@@ -367,6 +379,20 @@ impl<B: Backend> Vcpu<B> {
         }
     }
 
+    /// A #BP of `KVM_GUESTDBG_INJECT_BP` is about to be delivered: it is
+    /// pushed with RIP past the instruction there, as KVM injects it.
+    fn skip_for_injected_bp(&self, vm: &Vm<B>, inner: &mut Inner<B>) {
+        let ex = &inner.events.exception;
+        if !(ex.pending && ex.vector == crate::events::BP_VECTOR) {
+            return;
+        }
+        let mut mem = vm.mem_once();
+        let (bytes, n) = self.fetch_bytes(&mut mem, inner);
+        if let Ok(i) = decode::decode(&bytes[..n], inner.mode(), B::CPU) {
+            inner.skip_for_bp(u64::from(i.len));
+        }
+    }
+
     /// VMMCALL/VMCALL: no hypercalls are enabled, so KVM answers
     /// -KVM_ENOSYS in RAX (its low half outside 64-bit mode).
     fn hypercall(&self, inner: &mut Inner<B>) {
@@ -386,6 +412,11 @@ impl<B: Backend> Vcpu<B> {
             let rip = inner.arch.rip();
             return self.internal_error(inner, internal::EMULATION, &[rip]);
         };
+        // General detect: the access faults with DR6.BD instead.
+        if inner.state.dr7 & crate::debug::DR7_GD != 0 {
+            inner.queue_db(crate::debug::DR6_BD);
+            return Flow::Resume;
+        }
         let n = match m.special {
             4 | 5 if inner.arch.cr4() & CR4_DE != 0 => {
                 inner.queue_exception(UD_VECTOR, None);
@@ -411,6 +442,7 @@ impl<B: Backend> Vcpu<B> {
                 6 => inner.arch.set_dr6(x86::dr6_fixed(v)),
                 _ => s.dr7 = x86::dr7_fixed(v),
             }
+            inner.update_dr7();
         } else {
             let s = &inner.state;
             let v = match n {

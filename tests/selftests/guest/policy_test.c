@@ -101,32 +101,6 @@ static void cpuid_set_vendor(struct kvm_cpuid2 *c, const char *v)
 	memcpy(&e->ecx, v + 8, 4);
 }
 
-/*
- * Whether the device runs on QEMU's emulated SVM (TCG: hypervisor leaf
- * "TCGTCGTCGTCG", SVM in 0x80000001 ECX). Two of its intercept checks are
- * not the hardware's: RDTSCP checks only the RDTSC intercept
- * (SVM_EXIT_RDTSC, never SVM_EXIT_RDTSCP), and XSETBV checks its intercept
- * before CR4.OSXSAVE, so KVM's rules that rely on the CPU for those two
- * cannot be seen there.
- */
-static int host_is_qemu_tcg_svm(void)
-{
-	unsigned int a, b, c, d;
-	char sig[13] = { 0 };
-
-	__cpuid(1, a, b, c, d);
-	if (!(c & 1U << 31))
-		return 0;
-	__cpuid(0x40000000, a, b, c, d);
-	memcpy(sig, &b, 4);
-	memcpy(sig + 4, &c, 4);
-	memcpy(sig + 8, &d, 4);
-	if (strcmp(sig, "TCGTCGTCGTCG"))
-		return 0;
-	__cpuid(0x80000001, a, b, c, d);
-	return !!(c & 1U << 2);
-}
-
 /* --- the long-mode guest that runs one operation per KVM_RUN --- */
 
 enum op {

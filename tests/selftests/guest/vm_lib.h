@@ -29,6 +29,7 @@
 #ifndef RKVM_GUEST_VM_LIB_H
 #define RKVM_GUEST_VM_LIB_H
 
+#include <cpuid.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -526,5 +527,31 @@ static inline void *io_data(struct vcpu *vcpu)
 	ASSERT_MMIO(vcpu, addr, l, 0);					\
 	memcpy((vcpu)->run->mmio.data, &__val, (l));			\
 } while (0)
+
+/*
+ * Whether the device runs on QEMU's emulated SVM (TCG: hypervisor leaf
+ * "TCGTCGTCGTCG", SVM in 0x80000001 ECX). Some of its intercept checks
+ * are not the hardware's: RDTSCP checks only the RDTSC intercept
+ * (SVM_EXIT_RDTSC, never SVM_EXIT_RDTSCP), XSETBV checks its intercept
+ * before CR4.OSXSAVE, and INT3 never checks the #BP intercept, so KVM's
+ * rules that rely on the CPU for those cannot be seen there.
+ */
+static inline int host_is_qemu_tcg_svm(void)
+{
+	unsigned int a, b, c, d;
+	char sig[13] = { 0 };
+
+	__cpuid(1, a, b, c, d);
+	if (!(c & 1U << 31))
+		return 0;
+	__cpuid(0x40000000, a, b, c, d);
+	memcpy(sig, &b, 4);
+	memcpy(sig + 4, &c, 4);
+	memcpy(sig + 8, &d, 4);
+	if (strcmp(sig, "TCGTCGTCGTCG"))
+		return 0;
+	__cpuid(0x80000001, a, b, c, d);
+	return !!(c & 1U << 2);
+}
 
 #endif
