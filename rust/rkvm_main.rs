@@ -29,6 +29,7 @@ mod vmx;
 #[allow(unreachable_pub, reason = "public for the host crate and its tests")]
 mod logic {
     pub(crate) mod addr;
+    pub(crate) mod clock;
     pub(crate) mod cpuid;
     pub(crate) mod decode;
     pub(crate) mod emulate;
@@ -48,9 +49,11 @@ mod logic {
     pub(crate) mod vmcb;
     pub(crate) mod vmcs;
     pub(crate) mod x86;
+    pub(crate) mod xsave;
 }
 use logic::{
-    addr, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
+    addr, clock, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs,
+    x86, xsave,
 };
 
 use backend::Backend;

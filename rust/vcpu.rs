@@ -448,6 +448,10 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_SET_DEBUGREGS => v.set_debugregs(arg),
             abi::KVM_GET_XCRS => v.get_xcrs(arg),
             abi::KVM_SET_XCRS => v.set_xcrs(arg),
+            abi::KVM_GET_XSAVE | abi::KVM_GET_XSAVE2 => v.get_xsave(arg),
+            abi::KVM_SET_XSAVE => v.set_xsave(arg),
+            abi::KVM_GET_FPU => v.get_fpu(arg),
+            abi::KVM_SET_FPU => v.set_fpu(arg),
             // KVM's default for unknown vCPU ioctls on x86.
             _ => Err(EINVAL),
         }

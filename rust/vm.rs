@@ -7,6 +7,7 @@ use crate::{
     abi,
     addr::{Gfn, Gpa},
     backend::Backend,
+    clock,
     irq::{Irqchip, MapEntry},
     memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
@@ -18,7 +19,7 @@ use crate::{
         srcu::SrcuBox,
         uaccess,
     },
-    uapi::{KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    uapi::{KvmClockData, KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
     vcpu::{Vcpu, VcpuFile},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,9 @@ pub(crate) struct Vm<B: Backend> {
     /// The TSC offset every vCPU starts with: the guest's TSC counts from
     /// 0 at VM creation, the same on all vCPUs.
     tsc_offset: u64,
+    /// The VM clock's offset from the kvmclock base (`clock.rs`;
+    /// `kvm->arch.kvmclock_offset`).
+    kvmclock_offset: AtomicU64,
 }
 
 impl<B: Backend> Vm<B> {
@@ -90,9 +94,29 @@ impl<B: Backend> Vm<B> {
                 ncr3,
                 max_gfn,
                 tsc_offset: 0u64.wrapping_sub(cpu::rdtsc()),
+                kvmclock_offset: AtomicU64::new(clock::initial_offset(cpu::kvmclock_base_ns())),
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// `KVM_GET_CLOCK`: the VM clock, without the flags of a master clock
+    /// (rkvm has none), as KVM answers without one.
+    fn get_clock(&self, arg: usize) -> Result<isize> {
+        let offset = self.kvmclock_offset.load(Ordering::Relaxed);
+        let d = clock::get(offset, cpu::kvmclock_base_ns());
+        uaccess::write(arg, &d)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_CLOCK`: `EINVAL` for unknown flags; with
+    /// `KVM_CLOCK_REALTIME` the wall-clock time since `realtime` is added.
+    fn set_clock(&self, arg: usize) -> Result<isize> {
+        let d: KvmClockData = uaccess::read(arg)?;
+        let offset =
+            clock::set(&d, cpu::kvmclock_base_ns(), cpu::realtime_ns()).map_err(|_| EINVAL)?;
+        self.kvmclock_offset.store(offset, Ordering::Relaxed);
+        Ok(0)
     }
 
     pub(crate) fn check_owner(&self) -> Result {
@@ -408,6 +432,8 @@ impl<B: Backend> AnonFile for Vm<B> {
             }
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
+            abi::KVM_GET_CLOCK => this.get_clock(arg),
+            abi::KVM_SET_CLOCK => this.set_clock(arg),
             // No in-kernel PIC and IOAPIC: the ioctl does not exist here
             // (KVM_CREATE_IRQCHIP is ENOTTY, and clients such as the KVM
             // selftests fall back to the split irqchip), except that with
