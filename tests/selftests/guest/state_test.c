@@ -495,6 +495,34 @@ TEST_F(st, guest_sees_and_leaves_fpu_state)
 	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
 }
 
+/*
+ * The VMM's own PKRU survives KVM_RUN: KVM swaps PKRU apart from the rest
+ * of the FPU state, and the kernel does not reload a task's PKRU from its
+ * XSAVE image on return to userspace, so a hypervisor that XRSTORs the
+ * guest's PKRU leaves it behind in the VMM.
+ */
+GUEST_CODE(guest_out, 64, "out 0x10, al\n" "hlt\n");
+
+TEST_F(st, vmm_pkru_survives_kvm_run)
+{
+	unsigned int a, b, c, d;
+	uint32_t before, after;
+
+	__cpuid_count(7, 0, a, b, c, d);
+	if (!(c & (1u << 4)))
+		SKIP(return, "host without OSPKE");
+	vcpu_setup_long(_metadata, &self->vm, &self->vcpu);
+	vm_load_code(&self->vm, guest_out);
+	asm volatile("rdpkru" : "=a"(before) : "c"(0) : "rdx");
+	ASSERT_NE(0, before);	/* Linux's default: keys 1-15 no access */
+	ASSERT_IO(&self->vcpu, KVM_EXIT_IO_OUT, 1, 0x10, 1);
+	asm volatile("rdpkru" : "=a"(after) : "c"(0) : "rdx");
+	EXPECT_EQ(before, after);
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+	asm volatile("rdpkru" : "=a"(after) : "c"(0) : "rdx");
+	EXPECT_EQ(before, after);
+}
+
 static struct kvm_clock_data get_clock(struct __test_metadata *_metadata,
 				       int vm)
 {
