@@ -18,6 +18,7 @@ mod mmu;
 mod svm;
 #[path = "../sys/mod.rs"]
 mod sys;
+mod vclock;
 mod vcpu;
 mod vm;
 #[path = "../vmx/mod.rs"]
@@ -34,6 +35,7 @@ mod logic {
     pub(crate) mod decode;
     pub(crate) mod emulate;
     pub(crate) mod events;
+    pub(crate) mod kvmclock;
     #[cfg_attr(
         rkvm_module,
         allow(
@@ -52,8 +54,8 @@ mod logic {
     pub(crate) mod xsave;
 }
 use logic::{
-    addr, clock, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs,
-    x86, xsave,
+    addr, clock, cpuid, decode, emulate, events, kvmclock, lapic, memslot, msr, paging, uapi, vmcb,
+    vmcs, x86, xsave,
 };
 
 use backend::Backend;

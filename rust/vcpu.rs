@@ -19,6 +19,7 @@ use crate::{
     memory::Paging,
     sys::{cpu, file::AnonFile, fpu::GuestFpu, mem::Pages, uaccess},
     uapi::{KvmDtable, KvmRegs, KvmRun, KvmSegment, KvmSregs},
+    vclock::{PvClock, VmClock},
     vm::Vm,
     x86::{self, reset, CR0_PE, EFER_LMA, RFLAGS_IF, RFLAGS_VM},
 };
@@ -118,6 +119,8 @@ struct Inner<B: Backend> {
     pio_buf: KVec<u8>,
     /// The local APIC, in a VM with the split irqchip.
     apic: Option<KBox<Apic>>,
+    /// The guest's kvmclock (`vclock.rs`).
+    pvclock: PvClock,
 }
 
 /// One vCPU, owned by its VM.
@@ -154,7 +157,14 @@ impl<B: Backend> Vcpu<B> {
     /// starts its TSC where the VM's other vCPUs have theirs (KVM
     /// synchronises vCPUs created together). `apic`: the VM has the split
     /// irqchip, so the vCPU gets a local APIC.
-    pub(crate) fn new(id: u32, index: usize, tsc_offset: u64, apic: bool) -> Result<Arc<Self>> {
+    /// `clock`: the VM's, for the guest's kvmclock.
+    pub(crate) fn new(
+        id: u32,
+        index: usize,
+        tsc_offset: u64,
+        apic: bool,
+        clock: Arc<VmClock>,
+    ) -> Result<Arc<Self>> {
         let mut pages = KVec::with_capacity(abi::VCPU_MMAP_PAGES, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..abi::VCPU_MMAP_PAGES {
             pages.push(Pages::new(0)?, GFP_KERNEL_ACCOUNT)?;
@@ -175,6 +185,7 @@ impl<B: Backend> Vcpu<B> {
             tsc_khz: cpu::tsc_khz(),
             pio_buf: KVec::from_elem(0, 4096, GFP_KERNEL_ACCOUNT)?,
             apic: if apic { Some(Apic::new(id)?) } else { None },
+            pvclock: PvClock::new(clock),
         };
         inner.reset(id, tsc_offset);
         inner.apic_effects(Default::default());
@@ -430,7 +441,12 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             }
             abi::KVM_SET_SREGS => v.set_sregs_ioctl(&this.vm, arg),
             abi::KVM_GET_MSRS => v.msrs(arg, false),
-            abi::KVM_SET_MSRS => v.msrs(arg, true),
+            abi::KVM_SET_MSRS => {
+                let r = v.msrs(arg, true);
+                // A wall-clock MSR write lands in guest memory now, as KVM.
+                v.kvmclock_sync(&this.vm);
+                r
+            }
             abi::KVM_SET_CPUID2 => v.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => v.get_cpuid2(arg),
             abi::KVM_INTERRUPT => v.interrupt(arg),

@@ -7,7 +7,6 @@ use crate::{
     abi,
     addr::{Gfn, Gpa},
     backend::Backend,
-    clock,
     irq::{Irqchip, MapEntry},
     memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
@@ -20,6 +19,7 @@ use crate::{
         uaccess,
     },
     uapi::{KvmClockData, KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    vclock::VmClock,
     vcpu::{Vcpu, VcpuFile},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -68,9 +68,8 @@ pub(crate) struct Vm<B: Backend> {
     /// The TSC offset every vCPU starts with: the guest's TSC counts from
     /// 0 at VM creation, the same on all vCPUs.
     tsc_offset: u64,
-    /// The VM clock's offset from the kvmclock base (`clock.rs`;
-    /// `kvm->arch.kvmclock_offset`).
-    kvmclock_offset: AtomicU64,
+    /// The VM clock and the wall-clock MSR, shared with the vCPUs.
+    clock: Arc<VmClock>,
 }
 
 impl<B: Backend> Vm<B> {
@@ -94,7 +93,7 @@ impl<B: Backend> Vm<B> {
                 ncr3,
                 max_gfn,
                 tsc_offset: 0u64.wrapping_sub(cpu::rdtsc()),
-                kvmclock_offset: AtomicU64::new(clock::initial_offset(cpu::kvmclock_base_ns())),
+                clock: VmClock::new()?,
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -103,9 +102,7 @@ impl<B: Backend> Vm<B> {
     /// `KVM_GET_CLOCK`: the VM clock, without the flags of a master clock
     /// (rkvm has none), as KVM answers without one.
     fn get_clock(&self, arg: usize) -> Result<isize> {
-        let offset = self.kvmclock_offset.load(Ordering::Relaxed);
-        let d = clock::get(offset, cpu::kvmclock_base_ns());
-        uaccess::write(arg, &d)?;
+        uaccess::write(arg, &self.clock.get())?;
         Ok(0)
     }
 
@@ -113,9 +110,7 @@ impl<B: Backend> Vm<B> {
     /// `KVM_CLOCK_REALTIME` the wall-clock time since `realtime` is added.
     fn set_clock(&self, arg: usize) -> Result<isize> {
         let d: KvmClockData = uaccess::read(arg)?;
-        let offset =
-            clock::set(&d, cpu::kvmclock_base_ns(), cpu::realtime_ns()).map_err(|_| EINVAL)?;
-        self.kvmclock_offset.store(offset, Ordering::Relaxed);
+        self.clock.set(&d)?;
         Ok(0)
     }
 
@@ -149,7 +144,13 @@ impl<B: Backend> Vm<B> {
             return Err(EEXIST);
         }
         let split = this.split_irqchip();
-        let vcpu = Vcpu::new(id as u32, vcpus.len(), this.tsc_offset, split)?;
+        let vcpu = Vcpu::new(
+            id as u32,
+            vcpus.len(),
+            this.tsc_offset,
+            split,
+            this.clock.clone(),
+        )?;
         if split {
             let lapic = KBox::new(vcpu.lapic_copy(), GFP_KERNEL_ACCOUNT)?;
             let mut map = this.apic_map.lock();

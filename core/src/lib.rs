@@ -27,6 +27,9 @@
 //! * `events.rs` — self-contained. The event queue (one exception, one
 //!   interrupt, NMIs) and KVM's injection order, re-injection and #DF
 //!   merging.
+//! * `kvmclock.rs` — uses `super::cpuid::Entry`. The guest's kvmclock:
+//!   its MSRs and CPUID leaves, the pvclock images and their versions, and
+//!   the TSC scale.
 //! * `lapic/` (`mod.rs`, `regs.rs`, `route.rs`, `timer.rs`) — uses
 //!   `super::x86`, `super::cpuid::GuestCaps` and `super::msr`, so it must be
 //!   a sibling of them. One vCPU's local APIC as KVM's: `Lapic` with its
@@ -74,6 +77,7 @@ pub mod cpuid;
 pub mod decode;
 pub mod emulate;
 pub mod events;
+pub mod kvmclock;
 pub mod lapic;
 pub mod memslot;
 pub mod msr;

@@ -648,4 +648,183 @@ TEST(set_clock_realtime_adjusts_forward_only)
 	close(fd);
 }
 
+#define MSR_KVM_WALL_CLOCK_NEW	0x4b564d00
+#define MSR_KVM_SYSTEM_TIME_NEW	0x4b564d01
+#define PV_GPA	(DATA_GPA + 0x100)
+#define WC_GPA	(DATA_GPA + 0x200)
+
+struct pvti {
+	uint32_t version, pad0;
+	uint64_t tsc_timestamp, system_time;
+	uint32_t mul;
+	int8_t shift;
+	uint8_t flags, pad[2];
+};
+
+struct wallclock {
+	uint32_t version, sec, nsec;
+};
+
+/* What the guest computes from the structure at TSC @tsc. */
+static uint64_t pvclock_read(const struct pvti *p, uint64_t tsc)
+{
+	uint64_t d = tsc - p->tsc_timestamp;
+
+	d = p->shift < 0 ? d >> -p->shift : d << p->shift;
+	return p->system_time + (uint64_t)(((unsigned __int128)d * p->mul) >> 32);
+}
+
+TEST(kvmclock_is_offered)
+{
+	int fd = open_kvm_dev(_metadata);
+	int n = 256, sig = 0, feat = 0;
+	struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+	struct kvm_msr_list *l = calloc(1, sizeof(*l) + 1024 * 4);
+	int found = 0;
+
+	ASSERT_NE(NULL, c);
+	ASSERT_NE(NULL, l);
+	c->nent = n;
+	ASSERT_EQ(0, ioctl(fd, KVM_GET_SUPPORTED_CPUID, c));
+	for (unsigned int i = 0; i < c->nent; i++) {
+		struct kvm_cpuid_entry2 *e = &c->entries[i];
+
+		if (e->function == 0x40000000) {
+			sig = 1;
+			EXPECT_LE(0x40000001, e->eax);
+			EXPECT_EQ(0, memcmp(&e->ebx, "KVMK", 4));
+			EXPECT_EQ(0, memcmp(&e->ecx, "VMKV", 4));
+			EXPECT_EQ(0, memcmp(&e->edx, "M\0\0\0", 4));
+		}
+		if (e->function == 0x40000001) {
+			feat = 1;
+			/* KVM_FEATURE_CLOCKSOURCE and CLOCKSOURCE2 */
+			EXPECT_EQ(0x9, e->eax & 0x9);
+		}
+	}
+	EXPECT_TRUE(sig);
+	EXPECT_TRUE(feat);
+	l->nmsrs = 1024;
+	ASSERT_EQ(0, ioctl(fd, KVM_GET_MSR_INDEX_LIST, l));
+	for (unsigned int i = 0; i < l->nmsrs; i++)
+		found += l->indices[i] == 0x11 || l->indices[i] == 0x12 ||
+			 l->indices[i] == MSR_KVM_WALL_CLOCK_NEW ||
+			 l->indices[i] == MSR_KVM_SYSTEM_TIME_NEW;
+	EXPECT_EQ(4, found);
+	free(l);
+	free(c);
+	close(fd);
+}
+
+/*
+ * A guest enables kvmclock with MSR_KVM_SYSTEM_TIME_NEW: the structure
+ * is written before its next instruction with an even version, and reads
+ * the VM clock from the guest's TSC; RDMSR gives the value back;
+ * KVM_SET_CLOCK rewrites it (two versions on).
+ */
+GUEST_CODE(guest_kvmclock, 64,
+	"mov ecx, 0x4b564d01\n"
+	"mov eax, 0x20101\n"	/* PV_GPA | enable */
+	"xor edx, edx\n"
+	"wrmsr\n"
+	"rdtsc\n"
+	"mov [rbx], eax\n"
+	"mov [rbx + 4], edx\n"
+	"out 0x10, al\n"
+	"rdtsc\n"
+	"mov [rbx], eax\n"
+	"mov [rbx + 4], edx\n"
+	"rdmsr\n"
+	"mov [rbx + 8], eax\n"
+	"out 0x11, al\n"
+	"hlt\n");
+
+TEST_F(st, guest_kvmclock_system_time)
+{
+	uint8_t *data = self->vm.mem + DATA_GPA;
+	struct pvti *p = (struct pvti *)(self->vm.mem + PV_GPA);
+	struct kvm_clock_data c, d = { .clock = 1000 * NS };
+	struct kvm_regs regs;
+	uint32_t v;
+
+	vcpu_setup_long(_metadata, &self->vm, &self->vcpu);
+	vm_load_code(&self->vm, guest_kvmclock);
+	vcpu_get_regs(_metadata, &self->vcpu, &regs);
+	regs.rbx = DATA_GPA;
+	vcpu_set_regs(_metadata, &self->vcpu, &regs);
+	/* Junk but the version; PVCLOCK_GUEST_STOPPED (2) is the guest's. */
+	memset(p, 0xfd, sizeof(*p));
+	p->version = 6;
+
+	ASSERT_IO(&self->vcpu, KVM_EXIT_IO_OUT, 1, 0x10, 1);
+	c = get_clock(_metadata, self->vm.fd);
+	v = p->version;
+	EXPECT_EQ(0, v & 1);
+	EXPECT_LE(8, v);
+	EXPECT_NE(0, p->mul);
+	EXPECT_EQ(0, p->flags & ~1);	/* PVCLOCK_TSC_STABLE_BIT at most */
+	EXPECT_EQ(0, p->pad0);
+	EXPECT_GE(c.clock, p->system_time);
+	EXPECT_GT(p->system_time + 10 * NS, c.clock);
+	/* The guest's clock at its RDTSC, against KVM_GET_CLOCK after it. */
+	EXPECT_GE(c.clock + NS, pvclock_read(p, get64(data, 0)));
+	EXPECT_LE(c.clock, pvclock_read(p, get64(data, 0)) + NS);
+
+	ASSERT_EQ(0, ioctl(self->vm.fd, KVM_SET_CLOCK, &d));
+	ASSERT_IO(&self->vcpu, KVM_EXIT_IO_OUT, 1, 0x11, 1);
+	EXPECT_EQ(PV_GPA | 1, get32(data, 8));
+	EXPECT_LE(v + 2, p->version);
+	EXPECT_EQ(0, p->version & 1);
+	EXPECT_LE(1000 * NS, pvclock_read(p, get64(data, 0)));
+	EXPECT_GT(1010 * NS, pvclock_read(p, get64(data, 0)));
+	ASSERT_EXIT(&self->vcpu, KVM_EXIT_HLT);
+}
+
+/*
+ * MSR_KVM_WALL_CLOCK_NEW, from the guest or KVM_SET_MSRS, writes at once
+ * the wall-clock time of VM clock 0, with an even version; KVM_GET_MSRS
+ * reads the MSRs back.
+ */
+GUEST_CODE(guest_wallclock, 64,
+	"mov ecx, 0x4b564d00\n"
+	"mov eax, 0x20200\n"	/* WC_GPA */
+	"xor edx, edx\n"
+	"wrmsr\n"
+	"out 0x10, al\n"
+	"hlt\n");
+
+TEST_F(st, guest_kvmclock_wall_clock)
+{
+	struct wallclock *w = (struct wallclock *)(self->vm.mem + WC_GPA);
+	struct wallclock *w2 = (struct wallclock *)(self->vm.mem + WC_GPA + 0x40);
+	struct {
+		struct kvm_msrs h;
+		struct kvm_msr_entry e[2];
+	} m = { .h.nmsrs = 2 };
+	struct kvm_clock_data c;
+	uint64_t epoch;
+
+	vcpu_setup_long(_metadata, &self->vm, &self->vcpu);
+	vm_load_code(&self->vm, guest_wallclock);
+	w->version = 3;		/* odd: junk, one more skipped */
+	ASSERT_IO(&self->vcpu, KVM_EXIT_IO_OUT, 1, 0x10, 1);
+	c = get_clock(_metadata, self->vm.fd);
+	epoch = realtime_ns() - c.clock;
+	EXPECT_EQ(6, w->version);
+	EXPECT_GE(1, labs((long)w->sec - (long)(epoch / NS)));
+	EXPECT_GT(NS, w->nsec);
+
+	m.e[0].index = MSR_KVM_WALL_CLOCK_NEW;
+	m.e[0].data = WC_GPA + 0x40;
+	m.e[1].index = MSR_KVM_SYSTEM_TIME_NEW;
+	m.e[1].data = PV_GPA;	/* disabled */
+	ASSERT_EQ(2, ioctl(self->vcpu.fd, KVM_SET_MSRS, &m));
+	EXPECT_EQ(2, w2->version);
+	EXPECT_GE(1, labs((long)w2->sec - (long)(epoch / NS)));
+	m.e[0].data = m.e[1].data = 0;
+	ASSERT_EQ(2, ioctl(self->vcpu.fd, KVM_GET_MSRS, &m));
+	EXPECT_EQ(WC_GPA + 0x40, m.e[0].data);
+	EXPECT_EQ(PV_GPA, m.e[1].data);
+}
+
 TEST_HARNESS_MAIN
