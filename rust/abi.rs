@@ -4,9 +4,9 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmGuestDebug, KvmMsi, KvmMsrsHeader,
-    KvmRegs, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
-    KvmVcpuEvents, KvmX86Mce, KvmXcrs,
+    KvmClockData, KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmFpu, KvmGuestDebug,
+    KvmMsi, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -35,6 +35,8 @@ pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryReg
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<KvmEnableCap>(KVMIO, 0xa3);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<KvmMsi>(KVMIO, 0xa5);
+pub(crate) const KVM_SET_CLOCK: u32 = _IOW::<KvmClockData>(KVMIO, 0x7b);
+pub(crate) const KVM_GET_CLOCK: u32 = _IOR::<KvmClockData>(KVMIO, 0x7c);
 
 // vCPU ioctls.
 pub(crate) const KVM_RUN: u32 = _IO(KVMIO, 0x80);
@@ -64,6 +66,13 @@ pub(crate) const KVM_GET_XCRS: u32 = _IOR::<KvmXcrs>(KVMIO, 0xa6);
 pub(crate) const KVM_SET_XCRS: u32 = _IOW::<KvmXcrs>(KVMIO, 0xa7);
 pub(crate) const KVM_X86_SETUP_MCE: u32 = _IOW::<u64>(KVMIO, 0x9c);
 pub(crate) const KVM_X86_SET_MCE: u32 = _IOW::<KvmX86Mce>(KVMIO, 0x9e);
+pub(crate) const KVM_GET_FPU: u32 = _IOR::<KvmFpu>(KVMIO, 0x8c);
+pub(crate) const KVM_SET_FPU: u32 = _IOW::<KvmFpu>(KVMIO, 0x8d);
+/// `struct kvm_xsave` is 4 KiB of bytes.
+type KvmXsave = [u8; crate::xsave::KVM_XSAVE_SIZE];
+pub(crate) const KVM_GET_XSAVE: u32 = _IOR::<KvmXsave>(KVMIO, 0xa4);
+pub(crate) const KVM_SET_XSAVE: u32 = _IOW::<KvmXsave>(KVMIO, 0xa5);
+pub(crate) const KVM_GET_XSAVE2: u32 = _IOR::<KvmXsave>(KVMIO, 0xcf);
 
 /// `KVM_X86_DEFAULT_VM`: the only VM type rkvm creates.
 pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
@@ -85,8 +94,10 @@ const KVM_CAP_USER_NMI: usize = 22;
 const KVM_CAP_SET_GUEST_DEBUG: usize = 23;
 const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
 const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
+const KVM_CAP_ADJUST_CLOCK: usize = 39;
 const KVM_CAP_DEBUGREGS: usize = 50;
 const KVM_CAP_X86_ROBUST_SINGLESTEP: usize = 51;
+const KVM_CAP_XSAVE: usize = 55;
 const KVM_CAP_XCRS: usize = 56;
 const KVM_CAP_GET_TSC_KHZ: usize = 61;
 const KVM_CAP_INTERNAL_ERROR_DATA: usize = 40;
@@ -101,6 +112,7 @@ const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
 const KVM_CAP_SIGNAL_MSI: usize = 77;
 const KVM_CAP_ENABLE_CAP_VM: usize = 98;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
+const KVM_CAP_XSAVE2: usize = 208;
 const KVM_CAP_USER_MEMORY2: usize = 231;
 const KVM_CAP_SET_GUEST_DEBUG2: usize = 195;
 
@@ -119,6 +131,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_DEBUGREGS
         | KVM_CAP_SET_GUEST_DEBUG
         | KVM_CAP_X86_ROBUST_SINGLESTEP
+        | KVM_CAP_XSAVE
         | KVM_CAP_GET_TSC_KHZ
         | KVM_CAP_INTERNAL_ERROR_DATA
         | KVM_CAP_VCPU_EVENTS
@@ -136,6 +149,9 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         KVM_CAP_MCE => crate::msr::mce::MAX_BANKS as isize,
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
+        KVM_CAP_XSAVE2 => crate::sys::fpu::xsave2_size() as isize,
+        // The flags KVM_SET_CLOCK accepts (KVM_CLOCK_VALID_FLAGS).
+        KVM_CAP_ADJUST_CLOCK => crate::clock::KVM_CLOCK_VALID_FLAGS as isize,
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,
         // The flags KVM_SET_GUEST_DEBUG knows.
         KVM_CAP_SET_GUEST_DEBUG2 => crate::debug::VALID_MASK as isize,

@@ -25,6 +25,14 @@ pub(crate) fn supported() -> Result<KVec<Entry>> {
     let xcr0 = cpu::host_xcr0().unwrap_or(0);
     let n = cpuid::supported_with_xsave(host, xcr0, &mut v).map_err(|_| E2BIG)?;
     v.truncate(n);
+    // The kvmclock leaves go where KVM lists them: after the basic leaves.
+    let at = v
+        .iter()
+        .position(|e| e.function >= 0x8000_0000)
+        .unwrap_or(v.len());
+    for (i, e) in crate::kvmclock::cpuid_leaves().into_iter().enumerate() {
+        v.insert_within_capacity(at + i, e).map_err(|_| E2BIG)?;
+    }
     Ok(v)
 }
 

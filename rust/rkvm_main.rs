@@ -18,6 +18,7 @@ mod mmu;
 mod svm;
 #[path = "../sys/mod.rs"]
 mod sys;
+mod vclock;
 mod vcpu;
 mod vm;
 #[path = "../vmx/mod.rs"]
@@ -29,11 +30,13 @@ mod vmx;
 #[allow(unreachable_pub, reason = "public for the host crate and its tests")]
 mod logic {
     pub(crate) mod addr;
+    pub(crate) mod clock;
     pub(crate) mod cpuid;
     pub(crate) mod debug;
     pub(crate) mod decode;
     pub(crate) mod emulate;
     pub(crate) mod events;
+    pub(crate) mod kvmclock;
     #[cfg_attr(
         rkvm_module,
         allow(
@@ -49,9 +52,11 @@ mod logic {
     pub(crate) mod vmcb;
     pub(crate) mod vmcs;
     pub(crate) mod x86;
+    pub(crate) mod xsave;
 }
 use logic::{
-    addr, cpuid, debug, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
+    addr, clock, cpuid, debug, decode, emulate, events, kvmclock, lapic, memslot, msr, paging,
+    uapi, vmcb, vmcs, x86, xsave,
 };
 
 use backend::Backend;

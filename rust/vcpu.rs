@@ -19,6 +19,7 @@ use crate::{
     memory::Paging,
     sys::{cpu, file::AnonFile, fpu::GuestFpu, mem::Pages, uaccess},
     uapi::{KvmDtable, KvmRegs, KvmRun, KvmSegment, KvmSregs},
+    vclock::{PvClock, VmClock},
     vm::Vm,
     x86::{self, reset, CR0_PE, EFER_LMA, RFLAGS_IF, RFLAGS_VM},
 };
@@ -130,6 +131,8 @@ struct Inner<B: Backend> {
     /// The queued #BP came from `KVM_GUESTDBG_INJECT_BP`: RIP moves past
     /// the instruction when it is delivered.
     inject_bp: bool,
+    /// The guest's kvmclock (`vclock.rs`).
+    pvclock: PvClock,
 }
 
 /// One vCPU, owned by its VM.
@@ -166,7 +169,14 @@ impl<B: Backend> Vcpu<B> {
     /// starts its TSC where the VM's other vCPUs have theirs (KVM
     /// synchronises vCPUs created together). `apic`: the VM has the split
     /// irqchip, so the vCPU gets a local APIC.
-    pub(crate) fn new(id: u32, index: usize, tsc_offset: u64, apic: bool) -> Result<Arc<Self>> {
+    /// `clock`: the VM's, for the guest's kvmclock.
+    pub(crate) fn new(
+        id: u32,
+        index: usize,
+        tsc_offset: u64,
+        apic: bool,
+        clock: Arc<VmClock>,
+    ) -> Result<Arc<Self>> {
         let mut pages = KVec::with_capacity(abi::VCPU_MMAP_PAGES, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..abi::VCPU_MMAP_PAGES {
             pages.push(Pages::new(0)?, GFP_KERNEL_ACCOUNT)?;
@@ -194,6 +204,7 @@ impl<B: Backend> Vcpu<B> {
             guest_debug: Default::default(),
             step_trap: false,
             inject_bp: false,
+            pvclock: PvClock::new(clock),
         };
         inner.reset(id, tsc_offset);
         inner.apic_effects(Default::default());
@@ -452,7 +463,12 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             }
             abi::KVM_SET_SREGS => v.set_sregs_ioctl(&this.vm, arg),
             abi::KVM_GET_MSRS => v.msrs(arg, false),
-            abi::KVM_SET_MSRS => v.msrs(arg, true),
+            abi::KVM_SET_MSRS => {
+                let r = v.msrs(arg, true);
+                // A wall-clock MSR write lands in guest memory now, as KVM.
+                v.kvmclock_sync(&this.vm);
+                r
+            }
             abi::KVM_SET_CPUID2 => v.set_cpuid2(arg),
             abi::KVM_GET_CPUID2 => v.get_cpuid2(arg),
             abi::KVM_INTERRUPT => v.interrupt(arg),
@@ -473,6 +489,10 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_SET_XCRS => v.set_xcrs(arg),
             abi::KVM_X86_SETUP_MCE => v.setup_mce(arg),
             abi::KVM_X86_SET_MCE => v.set_mce_ioctl(arg),
+            abi::KVM_GET_XSAVE | abi::KVM_GET_XSAVE2 => v.get_xsave(arg),
+            abi::KVM_SET_XSAVE => v.set_xsave(arg),
+            abi::KVM_GET_FPU => v.get_fpu(arg),
+            abi::KVM_SET_FPU => v.set_fpu(arg),
             // KVM's default for unknown vCPU ioctls on x86.
             _ => Err(EINVAL),
         }

@@ -18,7 +18,8 @@ use crate::{
         srcu::SrcuBox,
         uaccess,
     },
-    uapi::{KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    uapi::{KvmClockData, KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    vclock::VmClock,
     vcpu::{Vcpu, VcpuFile},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -67,6 +68,8 @@ pub(crate) struct Vm<B: Backend> {
     /// The TSC offset every vCPU starts with: the guest's TSC counts from
     /// 0 at VM creation, the same on all vCPUs.
     tsc_offset: u64,
+    /// The VM clock and the wall-clock MSR, shared with the vCPUs.
+    clock: Arc<VmClock>,
 }
 
 impl<B: Backend> Vm<B> {
@@ -90,9 +93,25 @@ impl<B: Backend> Vm<B> {
                 ncr3,
                 max_gfn,
                 tsc_offset: 0u64.wrapping_sub(cpu::rdtsc()),
+                clock: VmClock::new()?,
             }),
             GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// `KVM_GET_CLOCK`: the VM clock, without the flags of a master clock
+    /// (rkvm has none), as KVM answers without one.
+    fn get_clock(&self, arg: usize) -> Result<isize> {
+        uaccess::write(arg, &self.clock.get())?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_CLOCK`: `EINVAL` for unknown flags; with
+    /// `KVM_CLOCK_REALTIME` the wall-clock time since `realtime` is added.
+    fn set_clock(&self, arg: usize) -> Result<isize> {
+        let d: KvmClockData = uaccess::read(arg)?;
+        self.clock.set(&d)?;
+        Ok(0)
     }
 
     pub(crate) fn check_owner(&self) -> Result {
@@ -125,7 +144,13 @@ impl<B: Backend> Vm<B> {
             return Err(EEXIST);
         }
         let split = this.split_irqchip();
-        let vcpu = Vcpu::new(id as u32, vcpus.len(), this.tsc_offset, split)?;
+        let vcpu = Vcpu::new(
+            id as u32,
+            vcpus.len(),
+            this.tsc_offset,
+            split,
+            this.clock.clone(),
+        )?;
         if split {
             let lapic = KBox::new(vcpu.lapic_copy(), GFP_KERNEL_ACCOUNT)?;
             let mut map = this.apic_map.lock();
@@ -408,6 +433,8 @@ impl<B: Backend> AnonFile for Vm<B> {
             }
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
+            abi::KVM_GET_CLOCK => this.get_clock(arg),
+            abi::KVM_SET_CLOCK => this.set_clock(arg),
             // No in-kernel PIC and IOAPIC: the ioctl does not exist here
             // (KVM_CREATE_IRQCHIP is ENOTTY, and clients such as the KVM
             // selftests fall back to the split irqchip), except that with

@@ -194,6 +194,8 @@ extern "C" {
     fn rkvm_kick_cpu(cpu: i32);
     fn rkvm_kick_cpu_async(cpu: i32);
     fn rkvm_now_ns() -> u64;
+    fn rkvm_kvmclock_base_ns() -> u64;
+    fn rkvm_realtime_ns() -> u64;
     fn rkvm_read_dr7() -> usize;
     fn rkvm_write_dr7(v: usize);
     fn rkvm_swap_dr0123(load: *const usize, save: *mut usize);
@@ -225,6 +227,19 @@ pub(crate) fn kick_cpu_async(cpu: usize) {
 pub(crate) fn now_ns() -> u64 {
     // SAFETY: reads the clock.
     unsafe { rkvm_now_ns() }
+}
+
+/// KVM's kvmclock base: the raw monotonic clock counted from boot, in
+/// nanoseconds.
+pub(crate) fn kvmclock_base_ns() -> u64 {
+    // SAFETY: reads the clocks.
+    unsafe { rkvm_kvmclock_base_ns() }
+}
+
+/// The wall clock (`CLOCK_REALTIME`), in nanoseconds.
+pub(crate) fn realtime_ns() -> u64 {
+    // SAFETY: reads the clock.
+    unsafe { rkvm_realtime_ns() }
 }
 
 /// This CPU's DR7. #VMEXIT resets the host's DR7 to 0x400, so a live host

@@ -1,11 +1,18 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Guest FPU/SSE/AVX state: kept in an XSAVE area per vCPU and loaded only
-//! inside a kernel-FPU section around guest entry.
+//! inside a kernel-FPU section around guest entry; shown to and loaded
+//! from userspace in KVM's formats (`KVM_GET/SET_XSAVE`, `KVM_GET/SET_FPU`)
+//! by `core/src/xsave.rs`.
 
 use super::{
     cpu::{self, NoIrq, NoPreempt},
     mem::Pages,
+};
+use crate::{
+    cpuid,
+    uapi::KvmFpu,
+    xsave::{self, Host, Invalid},
 };
 use kernel::prelude::*;
 
@@ -17,6 +24,40 @@ extern "C" {
     fn rkvm_fxsave(area: *mut u8);
     fn rkvm_fxrstor(area: *const u8);
     fn rkvm_xsetbv0(xcr0: u64);
+    fn rkvm_mxcsr_mask() -> u32;
+}
+
+/// Host XSAVE components rkvm never switches: PKRU (KVM swaps it apart,
+/// and the kernel does not restore a task's PKRU from its XSAVE image on
+/// return to userspace, so an XRSTOR of the guest's would leak into the
+/// VMM) and AMX tiles (XFD-armed: XRSTOR would fault). Guests get
+/// neither.
+const NOT_SWITCHED: u64 = 1 << 9 | 1 << 17 | 1 << 18;
+
+/// What KVM's FPU code knows about this host's XSAVE, for the UAPI
+/// conversions.
+fn host_info(xcr0: Option<u64>) -> Host {
+    let mut layout = [(0, 0); 64];
+    let xcr0 = xcr0.unwrap_or(0);
+    for (i, l) in layout.iter_mut().enumerate().skip(2) {
+        if xcr0 & (1 << i) != 0 {
+            let r = cpu::cpuid(0xd, i as u32);
+            *l = (r.ebx, r.eax);
+        }
+    }
+    Host {
+        layout,
+        xcr0,
+        supported: xcr0 & cpuid::SUPPORTED_XCR0,
+        // SAFETY: one FXSAVE in a kernel-FPU section of its own; this is
+        // process context (vCPU creation).
+        mxcsr_mask: unsafe { rkvm_mxcsr_mask() },
+    }
+}
+
+/// `KVM_CAP_XSAVE2`: the `KVM_GET_XSAVE2` buffer size.
+pub(crate) fn xsave2_size() -> usize {
+    host_info(cpu::host_xcr0()).xsave2_size()
 }
 
 /// One vCPU's FPU state, initialised to the architectural reset values.
@@ -24,6 +65,8 @@ pub(crate) struct GuestFpu {
     area: Pages,
     /// XCR0 when XSAVE is in use; `None` means FXSAVE.
     xcr0: Option<u64>,
+    /// The host's XSAVE facts for the UAPI formats.
+    host: Host,
 }
 
 impl GuestFpu {
@@ -38,13 +81,42 @@ impl GuestFpu {
             .div_ceil(super::mem::PAGE_SIZE)
             .next_power_of_two()
             .trailing_zeros();
+        // At least a page: `struct kvm_xsave` is one.
         let mut area = Pages::new(order)?;
-        let b = area.as_bytes_mut();
         // FCW and MXCSR reset values (the XSAVE header is zero: XRSTOR then
-        // puts every component in its init state anyway).
-        b[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
-        b[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
-        Ok(Self { area, xcr0 })
+        // puts every component in its init state anyway), as KVM.
+        xsave::init_area(area.as_bytes_mut());
+        Ok(Self {
+            area,
+            xcr0,
+            host: host_info(xcr0),
+        })
+    }
+
+    /// The XSAVE facts `KVM_CAP_XSAVE2` and the conversions use.
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// `KVM_GET_XSAVE`: the image of the state into `out` (zeroed, 4 KiB),
+    /// showing what `guest_xcr0` (the guest's supported XCR0) allows.
+    pub(crate) fn get_xsave(&mut self, guest_xcr0: u64, out: &mut [u8]) {
+        xsave::to_uabi(&self.host, self.area.as_bytes_mut(), guest_xcr0, out);
+    }
+
+    /// `KVM_SET_XSAVE`.
+    pub(crate) fn set_xsave(&mut self, buf: &[u8]) -> core::result::Result<(), Invalid> {
+        xsave::from_uabi(&self.host, buf, self.area.as_bytes_mut())
+    }
+
+    /// `KVM_GET_FPU`.
+    pub(crate) fn get_fpu(&mut self) -> KvmFpu {
+        xsave::fpu_get(self.area.as_bytes_mut())
+    }
+
+    /// `KVM_SET_FPU`.
+    pub(crate) fn set_fpu(&mut self, f: &KvmFpu) {
+        xsave::fpu_set(self.area.as_bytes_mut(), f)
     }
 
     /// The host's XCR0, if the host uses XSAVE.
@@ -65,12 +137,17 @@ impl GuestFpu {
         f: impl FnOnce(&NoIrq<'_>) -> R,
     ) -> R {
         let p = self.area.as_ptr();
+        let mask = self.xcr0.map(|m| m & !NOT_SWITCHED);
         // SAFETY: the kernel-FPU section protects the task's FPU state;
-        // `p` is a 4 KiB-aligned area of at least the XSAVE size, and the
-        // mask is the host's XCR0, so XRSTOR/XSAVE touch only valid state.
+        // `p` is a 4 KiB-aligned area of at least the XSAVE size, the mask
+        // is within the host's XCR0, so XRSTOR/XSAVE touch only valid
+        // state, and the area's header and MXCSR only ever hold what the
+        // hardware saved or `xsave::from_uabi` accepted (XCOMP_BV and the
+        // reserved bytes zero, XSTATE_BV within XCR0, MXCSR within the
+        // feature mask), so XRSTOR cannot fault.
         unsafe {
             rkvm_fpu_begin();
-            match self.xcr0 {
+            match mask {
                 Some(m) => rkvm_xrstor(p, m),
                 None => rkvm_fxrstor(p),
             }
@@ -97,7 +174,7 @@ impl GuestFpu {
         drop(irq);
         // SAFETY: as above; still inside the kernel-FPU section.
         unsafe {
-            match self.xcr0 {
+            match mask {
                 Some(m) => rkvm_xsave(p, m),
                 None => rkvm_fxsave(p),
             }

@@ -305,6 +305,23 @@ void rkvm_xsetbv0(u64 xcr0)
 	asm volatile("xsetbv" : : "a"((u32)xcr0), "d"((u32)(xcr0 >> 32)), "c"(0) : "memory");
 }
 
+/*
+ * MXCSR_MASK as this CPU's FXSAVE reports it (what KVM's FPU code calls
+ * the MXCSR feature mask before its 0xffbf default): one FXSAVE of the
+ * task's own state inside a kernel-FPU section.
+ */
+u32 rkvm_mxcsr_mask(void)
+{
+	u8 buf[512] __aligned(16);
+	u32 mask;
+
+	kernel_fpu_begin();
+	asm volatile("fxsave64 %0" : "=m"(buf) : : "memory");
+	kernel_fpu_end();
+	memcpy(&mask, buf + 28, sizeof(mask));
+	return mask;
+}
+
 unsigned long rkvm_task_size(void)
 {
 	return TASK_SIZE_MAX;
@@ -343,6 +360,22 @@ void rkvm_kick_cpu_async(int cpu)
 u64 rkvm_now_ns(void)
 {
 	return ktime_get_ns();
+}
+
+/*
+ * KVM's kvmclock base (get_kvmclock_base_ns): the raw monotonic clock
+ * counted from boot (suspend time included), so that NTP slewing does not
+ * change its rate.
+ */
+u64 rkvm_kvmclock_base_ns(void)
+{
+	return ktime_to_ns(ktime_add(ktime_get_raw(), ktime_mono_to_any(0, TK_OFFS_BOOT)));
+}
+
+/* CLOCK_REALTIME in nanoseconds. */
+u64 rkvm_realtime_ns(void)
+{
+	return ktime_get_real_ns();
 }
 
 unsigned long rkvm_read_dr7(void)

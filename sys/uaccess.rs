@@ -3,10 +3,10 @@
 //! Copying KVM's UAPI structs to and from userspace.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap,
-    KvmGuestDebug, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs,
-    KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce,
-    KvmXcrs,
+    KvmClockData, KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable,
+    KvmEnableCap, KvmFpu, KvmGuestDebug, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun,
+    KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
+    KvmVcpuEvents, KvmX86Mce, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -46,6 +46,8 @@ plain_data!(
     KvmTranslation,
     KvmEnableCap,
     KvmMsi,
+    KvmClockData,
+    KvmFpu,
     KvmX86Mce,
 );
 

@@ -12,6 +12,8 @@
 //!
 //! * `addr.rs` — self-contained: the guest address types (`Gpa`, `Gva`,
 //!   `Hva`, `Gfn`).
+//! * `clock.rs` — uses `super::uapi`. The VM clock's offset arithmetic
+//!   behind `KVM_GET/SET_CLOCK`.
 //! * `cpuid.rs` — self-contained. The CPUID `Entry` table with KVM's
 //!   `lookup`/`find`, `emulate` (what the guest's CPUID returns, with the
 //!   Intel out-of-range fallback), `GuestCaps::from_entries`, and
@@ -28,6 +30,9 @@
 //! * `events.rs` — self-contained. The event queue (one exception, one
 //!   interrupt, NMIs) and KVM's injection order, re-injection and #DF
 //!   merging.
+//! * `kvmclock.rs` — uses `super::cpuid::Entry`. The guest's kvmclock:
+//!   its MSRs and CPUID leaves, the pvclock images and their versions, and
+//!   the TSC scale.
 //! * `lapic/` (`mod.rs`, `regs.rs`, `route.rs`, `timer.rs`) — uses
 //!   `super::x86`, `super::cpuid::GuestCaps` and `super::msr`, so it must be
 //!   a sibling of them. One vCPU's local APIC as KVM's: `Lapic` with its
@@ -44,6 +49,9 @@
 //!   rules for the MSRs generic code keeps (EFER, MISC_ENABLE, TSC_AUX, XCR0).
 //! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
 //!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
+//! * `xsave.rs` — uses `super::uapi`. The guest FPU save area shown as
+//!   and loaded from `struct kvm_xsave` and `struct kvm_fpu`, with KVM's
+//!   checks.
 //! * `x86.rs` — uses `super::cpuid::GuestCaps`, so it must be a sibling of
 //!   `cpuid`. KVM's validity rules for CR0/CR3/CR4/EFER, `KVM_SET_SREGS`
 //!   and `IA32_APIC_BASE`, and the vCPU RESET values (`x86::reset`).
@@ -67,11 +75,13 @@
 )]
 
 pub mod addr;
+pub mod clock;
 pub mod cpuid;
 pub mod debug;
 pub mod decode;
 pub mod emulate;
 pub mod events;
+pub mod kvmclock;
 pub mod lapic;
 pub mod memslot;
 pub mod msr;
@@ -80,6 +90,7 @@ pub mod uapi;
 pub mod vmcb;
 pub mod vmcs;
 pub mod x86;
+pub mod xsave;
 
 // The test double names this crate `rkvm_core`, as the test and fuzz crates do.
 #[cfg(test)]

@@ -431,6 +431,35 @@ pub struct KvmXcrs {
     pub padding: [u64; 16],
 }
 
+/// `struct kvm_fpu` (`KVM_GET/SET_FPU`): the legacy x87/SSE state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmFpu {
+    pub fpr: [[u8; 16]; 8],
+    pub fcw: u16,
+    pub fsw: u16,
+    pub ftwx: u8,
+    pub pad1: u8,
+    pub last_opcode: u16,
+    pub last_ip: u64,
+    pub last_dp: u64,
+    pub xmm: [[u8; 16]; 16],
+    pub mxcsr: u32,
+    pub pad2: u32,
+}
+
+/// `struct kvm_clock_data` (`KVM_GET/SET_CLOCK`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmClockData {
+    pub clock: u64,
+    pub flags: u32,
+    pub pad0: u32,
+    pub realtime: u64,
+    pub host_tsc: u64,
+    pub pad: [u32; 4],
+}
+
 /// `struct kvm_enable_cap` (`KVM_ENABLE_CAP`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -507,6 +536,11 @@ const _: () = {
     assert!(size_of::<KvmXcrs>() == 392);
     assert!(size_of::<KvmEnableCap>() == 104);
     assert!(size_of::<KvmMsi>() == 32);
+    assert!(size_of::<KvmFpu>() == 416);
+    assert!(offset_of!(KvmFpu, last_ip) == 136);
+    assert!(offset_of!(KvmFpu, xmm) == 152);
+    assert!(size_of::<KvmClockData>() == 48);
+    assert!(offset_of!(KvmClockData, realtime) == 16);
     assert!(offset_of!(KvmVcpuEvents, interrupt_injected) == 8);
     assert!(offset_of!(KvmVcpuEvents, nmi_injected) == 12);
     assert!(offset_of!(KvmVcpuEvents, flags) == 20);

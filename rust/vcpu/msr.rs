@@ -110,6 +110,7 @@ impl<B: Backend> Inner<B> {
             APIC_BASE => s.apic_base,
             TSC_AUX if msr::tsc_aux_readable(host, &self.policy.caps) => s.tsc_aux,
             TSC_AUX => return None,
+            _ if self.pvclock.rdmsr(index).is_some() => return self.pvclock.rdmsr(index),
             _ => match self.apic_rdmsr(index) {
                 Some(v) => return v,
                 None => return self.get_emulated_msr(index, host),
@@ -210,6 +211,9 @@ impl<B: Backend> Inner<B> {
     pub(super) fn set_msr(&mut self, index: u32, v: u64, host: bool) -> bool {
         if let Some(ok) = self.apic_wrmsr(index, v) {
             return ok;
+        }
+        if self.pvclock.wrmsr(index, v) {
+            return true;
         }
         let caps = &self.policy.caps;
         match index {
@@ -365,6 +369,9 @@ pub(crate) fn msr_index_list(arg: usize) -> Result<isize> {
     let svm = crate::loaded_cpu() == Some(Vendor::Amd);
     let mut list = KVec::new();
     for m in msr::saved(caps.rdtscp || caps.rdpid, svm) {
+        list.push(m, GFP_KERNEL)?;
+    }
+    for m in crate::kvmclock::MSRS {
         list.push(m, GFP_KERNEL)?;
     }
     uaccess::write(arg, &(list.len() as u32))?;

@@ -2,7 +2,8 @@
 
 //! The CPUID-table and register ioctls that need more than a copy:
 //! `KVM_GET/SET_CPUID2`, `KVM_SET_SREGS`, `KVM_GET/SET_DEBUGREGS` and
-//! `KVM_GET/SET_XCRS`, and `KVM_TRANSLATE`.
+//! `KVM_GET/SET_XCRS`, the FPU state (`KVM_GET/SET_XSAVE`,
+//! `KVM_GET_XSAVE2`, `KVM_GET/SET_FPU`), and `KVM_TRANSLATE`.
 
 use super::Vcpu;
 use crate::{
@@ -16,10 +17,11 @@ use crate::{
     paging::Access,
     sys::uaccess,
     uapi::{
-        KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmSregs, KvmTranslation, KvmXcrs,
+        KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmFpu, KvmSregs, KvmTranslation, KvmXcrs,
         KVM_MAX_XCRS,
     },
     vm::Vm,
+    xsave::KVM_XSAVE_SIZE,
 };
 use kernel::prelude::*;
 
@@ -144,6 +146,43 @@ impl<B: Backend> Vcpu<B> {
             }
             inner.state.xcr0 = e.value;
         }
+        Ok(0)
+    }
+
+    /// `KVM_GET_XSAVE` and `KVM_GET_XSAVE2` (the same 4 KiB: rkvm offers
+    /// no component that would make the image larger): the guest's FPU
+    /// state in the standard XSAVE layout, showing the components its
+    /// CPUID allows (x87 and SSE always).
+    pub(super) fn get_xsave(&self, arg: usize) -> Result<isize> {
+        let mut buf = KVec::from_elem(0u8, KVM_XSAVE_SIZE, GFP_KERNEL_ACCOUNT)?;
+        let mut inner = self.inner.lock();
+        let guest_xcr0 = inner.policy.caps.xcr0 & inner.fpu.host().supported;
+        inner.fpu.get_xsave(guest_xcr0, &mut buf);
+        drop(inner);
+        uaccess::write_user(arg, &buf)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_XSAVE`: `EINVAL` for components the host or rkvm lacks,
+    /// a compacted image, reserved header bytes or MXCSR bits, as KVM.
+    pub(super) fn set_xsave(&self, arg: usize) -> Result<isize> {
+        let mut buf = KVec::from_elem(0u8, KVM_XSAVE_SIZE, GFP_KERNEL_ACCOUNT)?;
+        uaccess::read_user(arg, &mut buf)?;
+        self.inner.lock().fpu.set_xsave(&buf).map_err(|_| EINVAL)?;
+        Ok(0)
+    }
+
+    /// `KVM_GET_FPU`: the legacy x87/SSE registers as saved.
+    pub(super) fn get_fpu(&self, arg: usize) -> Result<isize> {
+        let f = self.inner.lock().fpu.get_fpu();
+        uaccess::write(arg, &f)?;
+        Ok(0)
+    }
+
+    /// `KVM_SET_FPU`: the legacy x87/SSE registers but MXCSR.
+    pub(super) fn set_fpu(&self, arg: usize) -> Result<isize> {
+        let f: KvmFpu = uaccess::read(arg)?;
+        self.inner.lock().fpu.set_fpu(&f);
         Ok(0)
     }
 

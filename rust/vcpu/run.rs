@@ -113,6 +113,7 @@ impl<B: Backend> Vcpu<B> {
             if core::mem::take(&mut inner.inject_bp) {
                 self.skip_for_injected_bp(vm, inner);
             }
+            inner.pvclock_sync(vm);
             let e = self.enter(vm, inner, irq_window)?;
             let flow = self.handle_exit(vm, inner, e)?;
             if let Flow::User = inner.step_trap(flow) {
@@ -641,4 +642,19 @@ impl<B: Backend> Vcpu<B> {
 /// The CPU this code runs on now (for `KVM_EXIT_FAIL_ENTRY`).
 fn running_cpu() -> u32 {
     NoPreempt::new().cpu() as u32
+}
+
+impl<B: Backend> Inner<B> {
+    /// Brings the guest's kvmclock structures up to date before an entry.
+    fn pvclock_sync(&mut self, vm: &Vm<B>) {
+        let mem = vm.mem();
+        self.pvclock.sync(&mem, self.state.tsc_offset, self.tsc_khz);
+    }
+}
+
+impl<B: Backend> Vcpu<B> {
+    /// `pvclock_sync` from an ioctl (`KVM_SET_MSRS`).
+    pub(super) fn kvmclock_sync(&self, vm: &Vm<B>) {
+        self.inner.lock().pvclock_sync(vm);
+    }
 }
