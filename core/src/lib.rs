@@ -25,6 +25,9 @@
 //! * `events.rs` — self-contained. The event queue (one exception, one
 //!   interrupt, NMIs) and KVM's injection order, re-injection and #DF
 //!   merging.
+//! * `ioeventfd.rs` — uses `super::uapi`. KVM's `KVM_IOEVENTFD` rules:
+//!   validation, collisions, deassign matching, and which ioeventfd a
+//!   write hits, in a table sorted by bus and address.
 //! * `lapic/` (`mod.rs`, `regs.rs`, `route.rs`, `timer.rs`) — uses
 //!   `super::x86`, `super::cpuid::GuestCaps` and `super::msr`, so it must be
 //!   a sibling of them. One vCPU's local APIC as KVM's: `Lapic` with its
@@ -68,6 +71,7 @@ pub mod cpuid;
 pub mod decode;
 pub mod emulate;
 pub mod events;
+pub mod ioeventfd;
 pub mod lapic;
 pub mod memslot;
 pub mod msr;
