@@ -4,9 +4,9 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmMsi, KvmMsrsHeader, KvmRegs,
-    KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
-    KvmXcrs,
+    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmIoeventfd, KvmMsi, KvmMsrsHeader,
+    KvmRegs, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
+    KvmVcpuEvents, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -32,6 +32,7 @@ pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryRegion2>(KVMIO, 0x49);
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
+pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<KvmIoeventfd>(KVMIO, 0x79);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<KvmEnableCap>(KVMIO, 0xa3);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<KvmMsi>(KVMIO, 0xa5);
 
@@ -79,6 +80,7 @@ const KVM_CAP_MP_STATE: usize = 14;
 const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: usize = 21;
 const KVM_CAP_USER_NMI: usize = 22;
 const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
+const KVM_CAP_IOEVENTFD: usize = 36;
 const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
 const KVM_CAP_DEBUGREGS: usize = 50;
 const KVM_CAP_XCRS: usize = 56;
@@ -90,9 +92,11 @@ const KVM_CAP_READONLY_MEM: usize = 81;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
 const KVM_CAP_MAX_VCPU_ID: usize = 128;
 pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
+const KVM_CAP_IOEVENTFD_ANY_LENGTH: usize = 122;
 const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
 const KVM_CAP_SIGNAL_MSI: usize = 77;
 const KVM_CAP_ENABLE_CAP_VM: usize = 98;
+const KVM_CAP_IOEVENTFD_NO_LENGTH: usize = 100;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
 const KVM_CAP_USER_MEMORY2: usize = 231;
 
@@ -119,7 +123,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_SPLIT_IRQCHIP
         | KVM_CAP_TSC_DEADLINE_TIMER
         | KVM_CAP_SIGNAL_MSI
-        | KVM_CAP_ENABLE_CAP_VM => 1,
+        | KVM_CAP_ENABLE_CAP_VM
+        | KVM_CAP_IOEVENTFD
+        | KVM_CAP_IOEVENTFD_NO_LENGTH
+        | KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         // As KVM: only where the host has XSAVE.

@@ -11,6 +11,7 @@ mod abi;
 mod backend;
 mod dev;
 mod guest_cpuid;
+mod iobus;
 mod irq;
 mod memory;
 mod mmu;
@@ -33,6 +34,7 @@ mod logic {
     pub(crate) mod decode;
     pub(crate) mod emulate;
     pub(crate) mod events;
+    pub(crate) mod ioeventfd;
     #[cfg_attr(
         rkvm_module,
         allow(
@@ -50,7 +52,8 @@ mod logic {
     pub(crate) mod x86;
 }
 use logic::{
-    addr, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
+    addr, cpuid, decode, emulate, events, ioeventfd, lapic, memslot, msr, paging, uapi, vmcb, vmcs,
+    x86,
 };
 
 use backend::Backend;

@@ -7,6 +7,7 @@ use crate::{
     abi,
     addr::{Gfn, Gpa},
     backend::Backend,
+    iobus::Ioeventfds,
     irq::{Irqchip, MapEntry},
     memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
@@ -18,7 +19,7 @@ use crate::{
         srcu::SrcuBox,
         uaccess,
     },
-    uapi::{KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    uapi::{KvmDirtyLog, KvmIoeventfd, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
     vcpu::{Vcpu, VcpuFile},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +48,9 @@ pub(crate) struct Vm<B: Backend> {
     slots_lock: Mutex<()>,
     #[pin]
     mmu: Mutex<Mmu>,
+    /// The ioeventfds, read by vCPUs under SRCU (`iobus.rs`).
+    #[pin]
+    pub(crate) ioeventfds: Ioeventfds,
     #[pin]
     pub(crate) vcpus: Mutex<KVec<Arc<Vcpu<B>>>>,
     /// The irqchip mode (`KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`).
@@ -83,6 +87,7 @@ impl<B: Backend> Vm<B> {
                 slots: SrcuBox::new(KBox::new(SlotTable::empty(), GFP_KERNEL_ACCOUNT)?),
                 slots_lock <- new_mutex!(()),
                 mmu <- new_mutex!(mmu),
+                ioeventfds <- Ioeventfds::new()?,
                 vcpus <- new_mutex!(KVec::new()),
                 irqchip <- new_mutex!(Irqchip::default()),
                 apic_map <- new_mutex!(KVec::new()),
@@ -408,6 +413,10 @@ impl<B: Backend> AnonFile for Vm<B> {
             }
             abi::KVM_ENABLE_CAP => this.enable_cap(arg),
             abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
+            abi::KVM_IOEVENTFD => {
+                let args: KvmIoeventfd = uaccess::read(arg)?;
+                this.ioeventfds.ioctl(&args)
+            }
             // No in-kernel PIC and IOAPIC: the ioctl does not exist here
             // (KVM_CREATE_IRQCHIP is ENOTTY, and clients such as the KVM
             // selftests fall back to the split irqchip), except that with

@@ -9,6 +9,8 @@ use crate::{
     addr::Gva,
     backend::{ArchVcpu, Backend, IoExit},
     decode::Segment,
+    iobus::Ioeventfds,
+    ioeventfd::Bus,
     memory::MemOnce,
     uapi,
     x86::RFLAGS_DF,
@@ -16,9 +18,11 @@ use crate::{
 use kernel::prelude::*;
 
 impl<B: Backend> Vcpu<B> {
-    /// An IN/OUT exit: data goes through the PIO page, as in KVM.
+    /// An IN/OUT exit: an OUT an ioeventfd takes completes in the kernel;
+    /// other data goes through the PIO page, as in KVM.
     pub(super) fn io(
         &self,
+        bus: &Ioeventfds,
         mem: &mut MemOnce<'_>,
         inner: &mut Inner<B>,
         io: IoExit,
@@ -28,6 +32,10 @@ impl<B: Backend> Vcpu<B> {
             let rip = inner.arch.rip();
             if !io.input {
                 let v = inner.gpr(0).to_le_bytes();
+                if bus.write(Bus::Pio, u64::from(io.port), &v[..size]) {
+                    inner.advance_rip(io.next_rip);
+                    return Ok(Flow::Resume);
+                }
                 self.pages[1].write_shared(0, &v[..size]);
                 // RIP moves past the OUT when the exit completes, except for
                 // port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default).
@@ -76,6 +84,23 @@ impl<B: Backend> Vcpu<B> {
                     inner.pio_buf = data;
                     return Ok(self.linear_fault(inner, f));
                 }
+            }
+            // As KVM's emulator, element by element: those an ioeventfd
+            // takes are done here; the guest runs the instruction again
+            // for the rest, and the first one no ioeventfd takes exits.
+            let mut taken = 0;
+            while taken < count as usize
+                && bus.write(
+                    Bus::Pio,
+                    u64::from(io.port),
+                    &data[taken * size..(taken + 1) * size],
+                )
+            {
+                taken += 1;
+            }
+            if taken > 0 {
+                inner.pio_buf = data;
+                return self.string_io_done(mem, inner, &io, taken as u32, None);
             }
             self.pages[1].write_shared(0, &data[..n]);
             inner.pio_buf = data;
