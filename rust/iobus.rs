@@ -13,7 +13,10 @@
 
 use crate::{
     ioeventfd::{self, Bus, Request, Spec},
-    sys::{eventfd::EventfdCtx, srcu::SrcuBox},
+    sys::{
+        eventfd::EventfdCtx,
+        srcu::{SrcuBox, SrcuRef},
+    },
     uapi::KvmIoeventfd,
 };
 use kernel::{
@@ -109,12 +112,31 @@ impl Ioeventfds {
         Ok(0)
     }
 
+    /// The table for one exit's writes.
+    pub(crate) fn view(&self) -> View<'_> {
+        View(self.table.read())
+    }
+
     /// A guest write of `data` at `addr` on `bus`: signals the ioeventfd it
     /// hits and says whether there was one (then the write is done). Does
     /// not sleep.
     pub(crate) fn write(&self, bus: Bus, addr: u64, data: &[u8]) -> bool {
-        let t = self.table.read();
-        match ioeventfd::lookup(&t.0, spec, bus, addr, data) {
+        self.view().write(bus, addr, data)
+    }
+}
+
+/// The table as one exit sees it (an SRCU read section).
+pub(crate) struct View<'a>(SrcuRef<'a, Table>);
+
+impl View<'_> {
+    /// Whether a write of `data` at `addr` on `bus` hits an ioeventfd.
+    pub(crate) fn hits(&self, bus: Bus, addr: u64, data: &[u8]) -> bool {
+        ioeventfd::lookup(&self.0 .0, spec, bus, addr, data).is_some()
+    }
+
+    /// [`Ioeventfds::write`] in this view.
+    pub(crate) fn write(&self, bus: Bus, addr: u64, data: &[u8]) -> bool {
+        match ioeventfd::lookup(&self.0 .0, spec, bus, addr, data) {
             Some(e) => {
                 e.ctx.signal();
                 true

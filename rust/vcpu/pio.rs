@@ -62,9 +62,8 @@ impl<B: Backend> Vcpu<B> {
         }
         // At most one PIO page per exit, as KVM does.
         let count = count.min((4096 / size) as u64) as u32;
-        if !io.input {
+        let count = if !io.input {
             let mut data = core::mem::take(&mut inner.pio_buf);
-            let n = size * count as usize;
             let base = inner.arch.segment_base(io.seg);
             let si = inner.gpr(6) & amask;
             let down = inner.arch.rflags() & RFLAGS_DF != 0;
@@ -86,29 +85,36 @@ impl<B: Backend> Vcpu<B> {
                 }
             }
             // As KVM's emulator, element by element: those an ioeventfd
-            // takes are done here; the guest runs the instruction again
-            // for the rest, and the first one no ioeventfd takes exits.
+            // takes are done here, and the guest runs the instruction
+            // again for the rest; the first one none takes exits, with
+            // those after it up to the next one an ioeventfd would take.
+            let port = u64::from(io.port);
+            let elem = |i: usize| &data[i * size..(i + 1) * size];
+            let view = bus.view();
             let mut taken = 0;
-            while taken < count as usize
-                && bus.write(
-                    Bus::Pio,
-                    u64::from(io.port),
-                    &data[taken * size..(taken + 1) * size],
-                )
-            {
+            while taken < count as usize && view.write(Bus::Pio, port, elem(taken)) {
                 taken += 1;
             }
             if taken > 0 {
+                drop(view);
                 inner.pio_buf = data;
                 return self.string_io_done(mem, inner, &io, taken as u32, None);
             }
-            self.pages[1].write_shared(0, &data[..n]);
+            let mut user = 1;
+            while user < count as usize && !view.hits(Bus::Pio, port, elem(user)) {
+                user += 1;
+            }
+            drop(view);
+            self.pages[1].write_shared(0, &data[..size * user]);
             inner.pio_buf = data;
+            let count = user as u32;
             inner.pending = Pending::IoOutString { io, count };
+            count
         } else {
             let rip = inner.arch.rip();
             inner.pending = Pending::IoIn { io, count, rip };
-        }
+            count
+        };
         set_io_exit(inner, &io, count);
         Ok(Flow::User)
     }
