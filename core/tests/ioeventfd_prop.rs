@@ -29,7 +29,7 @@ fn call() -> impl Strategy<Value = KvmIoeventfd> {
     (
         0u64..4,
         prop_oneof![Just(0u32), Just(1), Just(2), Just(3), Just(4), Just(8)],
-        prop::bits::u32::between(0, 5),
+        prop::bits::u32::between(0, 6),
         0u64..3,
         0i32..3,
     )

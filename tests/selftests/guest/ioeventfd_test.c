@@ -137,9 +137,14 @@ TEST_F(io, wrapping_range_is_einval)
 
 TEST_F(io, unknown_flags_are_einval)
 {
-	EXPECT_ERRNO(EINVAL, ioeventfd(VMFD, M, 4, EFD, 1 << 4, 0));
+	EXPECT_ERRNO(EINVAL, ioeventfd(VMFD, M, 4, EFD, 1 << 5, 0));
 	EXPECT_ERRNO(EINVAL, ioeventfd(VMFD, M, 4, EFD, PIO | 1 << 5, 0));
 	EXPECT_ERRNO(EINVAL, ioeventfd(VMFD, M, 4, EFD, 1u << 31, 0));
+	/* Bit 4 (kvm_ioeventfd_flag_nr_fast_mmio) is in the valid mask and
+	 * changes nothing: this is an MMIO ioeventfd like any other. */
+	EXPECT_EQ(0, ioeventfd(VMFD, M, 4, EFD, 1 << 4, 0));
+	EXPECT_ERRNO(EEXIST, ioeventfd(VMFD, M, 4, EFD, 0, 0));
+	EXPECT_EQ(0, ioeventfd(VMFD, M, 4, EFD, DEAS, 0));
 }
 
 TEST_F(io, datamatch_without_length_is_einval)
