@@ -541,7 +541,7 @@ TEST_F(io, deassign_stops_signalling)
 
 TEST_F(io, eventfd_closed_after_assign)
 {
-	int keep = dup(EFD);
+	int keep = dup(EFD), old = EFD;
 
 	ASSERT_GE(keep, 0);
 	ASSIGN(PORT, 1, EFD, PIO, 0);
@@ -553,7 +553,7 @@ TEST_F(io, eventfd_closed_after_assign)
 	/* The VM's reference keeps the eventfd; another fd still reads it. */
 	EXPECT_EQ(2ULL, efd_take(keep));
 	/* The closed fd no longer names it; the kept one does. */
-	EXPECT_ERRNO(EBADF, ioeventfd(VMFD, PORT, 1, 1000000, PIO | DEAS, 0));
+	EXPECT_ERRNO(EBADF, ioeventfd(VMFD, PORT, 1, old, PIO | DEAS, 0));
 	EXPECT_EQ(0, ioeventfd(VMFD, PORT, 1, keep, PIO | DEAS, 0));
 	run_to_out(V, 1, PORT);
 	RUN_TO_HLT();
