@@ -5,8 +5,8 @@
 
 use crate::uapi::{
     KvmClockData, KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmFpu, KvmGuestDebug,
-    KvmMsi, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
-    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
+    KvmIoeventfd, KvmMsi, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation,
+    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -33,6 +33,7 @@ pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryRegion2>(KVMIO, 0x49);
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
+pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<KvmIoeventfd>(KVMIO, 0x79);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<KvmEnableCap>(KVMIO, 0xa3);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<KvmMsi>(KVMIO, 0xa5);
 pub(crate) const KVM_SET_CLOCK: u32 = _IOW::<KvmClockData>(KVMIO, 0x7b);
@@ -93,6 +94,7 @@ const KVM_CAP_DESTROY_MEMORY_REGION_WORKS: usize = 21;
 const KVM_CAP_USER_NMI: usize = 22;
 const KVM_CAP_SET_GUEST_DEBUG: usize = 23;
 const KVM_CAP_JOIN_MEMORY_REGIONS_WORKS: usize = 30;
+const KVM_CAP_IOEVENTFD: usize = 36;
 const KVM_CAP_SET_IDENTITY_MAP_ADDR: usize = 37;
 const KVM_CAP_ADJUST_CLOCK: usize = 39;
 const KVM_CAP_DEBUGREGS: usize = 50;
@@ -108,9 +110,11 @@ const KVM_CAP_MCE: usize = 31;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
 const KVM_CAP_MAX_VCPU_ID: usize = 128;
 pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
+const KVM_CAP_IOEVENTFD_ANY_LENGTH: usize = 122;
 const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
 const KVM_CAP_SIGNAL_MSI: usize = 77;
 const KVM_CAP_ENABLE_CAP_VM: usize = 98;
+const KVM_CAP_IOEVENTFD_NO_LENGTH: usize = 100;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
 const KVM_CAP_XSAVE2: usize = 208;
 const KVM_CAP_USER_MEMORY2: usize = 231;
@@ -142,7 +146,10 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_SPLIT_IRQCHIP
         | KVM_CAP_TSC_DEADLINE_TIMER
         | KVM_CAP_SIGNAL_MSI
-        | KVM_CAP_ENABLE_CAP_VM => 1,
+        | KVM_CAP_ENABLE_CAP_VM
+        | KVM_CAP_IOEVENTFD
+        | KVM_CAP_IOEVENTFD_NO_LENGTH
+        | KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         // The bank count, as KVM.

@@ -11,6 +11,7 @@ mod abi;
 mod backend;
 mod dev;
 mod guest_cpuid;
+mod iobus;
 mod irq;
 mod memory;
 mod mmu;
@@ -36,6 +37,7 @@ mod logic {
     pub(crate) mod decode;
     pub(crate) mod emulate;
     pub(crate) mod events;
+    pub(crate) mod ioeventfd;
     pub(crate) mod kvmclock;
     #[cfg_attr(
         rkvm_module,
@@ -55,8 +57,8 @@ mod logic {
     pub(crate) mod xsave;
 }
 use logic::{
-    addr, clock, cpuid, debug, decode, emulate, events, kvmclock, lapic, memslot, msr, paging,
-    uapi, vmcb, vmcs, x86, xsave,
+    addr, clock, cpuid, debug, decode, emulate, events, ioeventfd, kvmclock, lapic, memslot, msr,
+    paging, uapi, vmcb, vmcs, x86, xsave,
 };
 
 use backend::Backend;

@@ -7,6 +7,7 @@ use crate::{
     abi,
     addr::{Gfn, Gpa},
     backend::Backend,
+    iobus::Ioeventfds,
     irq::{Irqchip, MapEntry},
     memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
@@ -18,7 +19,10 @@ use crate::{
         srcu::SrcuBox,
         uaccess,
     },
-    uapi::{KvmClockData, KvmDirtyLog, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2},
+    uapi::{
+        KvmClockData, KvmDirtyLog, KvmIoeventfd, KvmUserspaceMemoryRegion,
+        KvmUserspaceMemoryRegion2,
+    },
     vclock::VmClock,
     vcpu::{Vcpu, VcpuFile},
 };
@@ -48,6 +52,9 @@ pub(crate) struct Vm<B: Backend> {
     slots_lock: Mutex<()>,
     #[pin]
     mmu: Mutex<Mmu>,
+    /// The ioeventfds, read by vCPUs under SRCU (`iobus.rs`).
+    #[pin]
+    pub(crate) ioeventfds: Ioeventfds,
     #[pin]
     pub(crate) vcpus: Mutex<KVec<Arc<Vcpu<B>>>>,
     /// The irqchip mode (`KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`).
@@ -86,6 +93,7 @@ impl<B: Backend> Vm<B> {
                 slots: SrcuBox::new(KBox::new(SlotTable::empty(), GFP_KERNEL_ACCOUNT)?),
                 slots_lock <- new_mutex!(()),
                 mmu <- new_mutex!(mmu),
+                ioeventfds <- Ioeventfds::new()?,
                 vcpus <- new_mutex!(KVec::new()),
                 irqchip <- new_mutex!(Irqchip::default()),
                 apic_map <- new_mutex!(KVec::new()),
@@ -435,6 +443,10 @@ impl<B: Backend> AnonFile for Vm<B> {
             abi::KVM_SIGNAL_MSI => this.signal_msi(arg),
             abi::KVM_GET_CLOCK => this.get_clock(arg),
             abi::KVM_SET_CLOCK => this.set_clock(arg),
+            abi::KVM_IOEVENTFD => {
+                let args: KvmIoeventfd = uaccess::read(arg)?;
+                this.ioeventfds.ioctl(&args)
+            }
             // No in-kernel PIC and IOAPIC: the ioctl does not exist here
             // (KVM_CREATE_IRQCHIP is ENOTTY, and clients such as the KVM
             // selftests fall back to the split irqchip), except that with

@@ -9,6 +9,8 @@
 
 #include <linux/capability.h>
 #include <linux/cpuhotplug.h>
+#include <linux/err.h>
+#include <linux/eventfd.h>
 #include <linux/export.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
@@ -117,6 +119,32 @@ void rkvm_srcu_read_unlock(int idx)
 void rkvm_srcu_synchronize(void)
 {
 	synchronize_srcu_expedited(&rkvm_srcu);
+}
+
+/*
+ * A reference to the eventfd behind @fd (EBADF for no file, EINVAL for a
+ * file that is not an eventfd, as eventfd_ctx_fdget says); the ERR_PTR
+ * becomes an errno here so that Rust sees an int.
+ */
+int rkvm_eventfd_ctx_fdget(int fd, struct eventfd_ctx **ctx)
+{
+	struct eventfd_ctx *c = eventfd_ctx_fdget(fd);
+
+	if (IS_ERR(c))
+		return PTR_ERR(c);
+	*ctx = c;
+	return 0;
+}
+
+/* eventfd_signal is inline. */
+void rkvm_eventfd_signal(struct eventfd_ctx *ctx)
+{
+	eventfd_signal(ctx);
+}
+
+void rkvm_eventfd_ctx_put(struct eventfd_ctx *ctx)
+{
+	eventfd_ctx_put(ctx);
 }
 
 /* Zeroed, physically contiguous pages (2^order of them). */

@@ -8,6 +8,7 @@
 
 #include <linux/types.h>
 
+struct eventfd_ctx;
 struct mm_struct;
 struct page;
 
@@ -63,5 +64,9 @@ u64 rkvm_page_huge_2m(struct page *page);
 int rkvm_srcu_read_lock(void);
 void rkvm_srcu_read_unlock(int idx);
 void rkvm_srcu_synchronize(void);
+
+int rkvm_eventfd_ctx_fdget(int fd, struct eventfd_ctx **ctx);
+void rkvm_eventfd_signal(struct eventfd_ctx *ctx);
+void rkvm_eventfd_ctx_put(struct eventfd_ctx *ctx);
 
 #endif

@@ -14,6 +14,7 @@
 
 pub(crate) mod bell;
 pub(crate) mod cpu;
+pub(crate) mod eventfd;
 pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod hotplug;

@@ -4,9 +4,9 @@
 
 use crate::uapi::{
     KvmClockData, KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable,
-    KvmEnableCap, KvmFpu, KvmGuestDebug, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun,
-    KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2,
-    KvmVcpuEvents, KvmX86Mce, KvmXcrs,
+    KvmEnableCap, KvmFpu, KvmGuestDebug, KvmIoeventfd, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs,
+    KvmRun, KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -48,6 +48,7 @@ plain_data!(
     KvmMsi,
     KvmClockData,
     KvmFpu,
+    KvmIoeventfd,
     KvmX86Mce,
 );
 

@@ -33,6 +33,9 @@
 //! * `kvmclock.rs` — uses `super::cpuid::Entry`. The guest's kvmclock:
 //!   its MSRs and CPUID leaves, the pvclock images and their versions, and
 //!   the TSC scale.
+//! * `ioeventfd.rs` — uses `super::uapi`. KVM's `KVM_IOEVENTFD` rules:
+//!   validation, collisions, deassign matching, and which ioeventfd a
+//!   write hits, in a table sorted by bus and address.
 //! * `lapic/` (`mod.rs`, `regs.rs`, `route.rs`, `timer.rs`) — uses
 //!   `super::x86`, `super::cpuid::GuestCaps` and `super::msr`, so it must be
 //!   a sibling of them. One vCPU's local APIC as KVM's: `Lapic` with its
@@ -81,6 +84,7 @@ pub mod debug;
 pub mod decode;
 pub mod emulate;
 pub mod events;
+pub mod ioeventfd;
 pub mod kvmclock;
 pub mod lapic;
 pub mod memslot;

@@ -485,6 +485,18 @@ pub struct KvmMsi {
 /// `KVM_MSI_VALID_DEVID`: the only `kvm_msi.flags` bit.
 pub const KVM_MSI_VALID_DEVID: u32 = 1 << 0;
 
+/// `struct kvm_ioeventfd` (`KVM_IOEVENTFD`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvmIoeventfd {
+    pub datamatch: u64,
+    pub addr: u64,
+    pub len: u32,
+    pub fd: i32,
+    pub flags: u32,
+    pub pad: [u8; 36],
+}
+
 /// `struct kvm_translation` (`KVM_TRANSLATE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -526,6 +538,7 @@ const _: () = {
     assert!(size_of::<KvmUserspaceMemoryRegion2>() == 160);
     assert!(size_of::<KvmCpuidEntry2>() == 40);
     assert!(size_of::<KvmDirtyLog>() == 16);
+    assert!(size_of::<KvmIoeventfd>() == 64);
     assert!(size_of::<KvmMsrEntry>() == 16);
     assert!(size_of::<KvmX86Mce>() == 64);
     assert!(offset_of!(KvmX86Mce, bank) == 32);

@@ -9,6 +9,8 @@ use crate::{
     backend::{ArchVcpu, Backend},
     decode::{Insn, Segment},
     emulate::{self, Cpu, MemResult, Outcome},
+    iobus::Ioeventfds,
+    ioeventfd::Bus,
     memory::{LinearFault, Mem, Paging},
     paging::{Access, WalkError},
     uapi::internal,
@@ -48,6 +50,7 @@ impl<B: Backend> Vcpu<B> {
     /// Emulates `insn` (an MMIO access); `resume` carries MMIO read data.
     pub(super) fn emulate(
         &self,
+        bus: &Ioeventfds,
         mem: &Mem<'_>,
         inner: &mut Inner<B>,
         insn: &Insn,
@@ -64,10 +67,19 @@ impl<B: Backend> Vcpu<B> {
         Ok(match (r, parts) {
             (Ok(Outcome::Done { .. }), _) => Flow::Resume,
             (Ok(Outcome::MmioRead { len, .. }), Some(p)) => {
-                return self.next_read_frag(mem, inner, *insn, split(mem, p, len, None));
+                return self.next_read_frag(bus, mem, inner, *insn, split(mem, p, len, None));
             }
             (Ok(Outcome::MmioWrite { len, data, .. }), Some(p)) => {
-                self.next_write_frag(inner, split(mem, p, len, Some(data)))
+                let mut frags = split(mem, p, len, Some(data));
+                // Each page's part goes to the ioeventfds first, as KVM's
+                // vcpu_mmio_write does; what they take is done.
+                for f in frags.f[..frags.n].iter_mut().filter(|f| f.mmio) {
+                    let off = usize::from(f.off);
+                    if bus.write(Bus::Mmio, f.gpa.0, &data[off..off + usize::from(f.len)]) {
+                        f.mmio = false;
+                    }
+                }
+                self.next_write_frag(inner, frags)
             }
             (Ok(Outcome::Exception(ex)), _) => {
                 if let Some(a) = ex.address {
@@ -87,6 +99,7 @@ impl<B: Backend> Vcpu<B> {
     /// with the data.
     pub(super) fn next_read_frag(
         &self,
+        bus: &Ioeventfds,
         mem: &Mem<'_>,
         inner: &mut Inner<B>,
         insn: Insn,
@@ -96,7 +109,13 @@ impl<B: Backend> Vcpu<B> {
             return Ok(Flow::User);
         }
         let data = frags.data;
-        self.emulate(mem, inner, &insn, Some(&data[..usize::from(frags.len)]))
+        self.emulate(
+            bus,
+            mem,
+            inner,
+            &insn,
+            Some(&data[..usize::from(frags.len)]),
+        )
     }
 
     /// Exits to userspace for the first MMIO part of a read still missing.

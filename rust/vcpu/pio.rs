@@ -9,6 +9,8 @@ use crate::{
     addr::Gva,
     backend::{ArchVcpu, Backend, IoExit},
     decode::Segment,
+    iobus::Ioeventfds,
+    ioeventfd::Bus,
     memory::MemOnce,
     uapi,
     x86::RFLAGS_DF,
@@ -16,9 +18,11 @@ use crate::{
 use kernel::prelude::*;
 
 impl<B: Backend> Vcpu<B> {
-    /// An IN/OUT exit: data goes through the PIO page, as in KVM.
+    /// An IN/OUT exit: an OUT an ioeventfd takes completes in the kernel;
+    /// other data goes through the PIO page, as in KVM.
     pub(super) fn io(
         &self,
+        bus: &Ioeventfds,
         mem: &mut MemOnce<'_>,
         inner: &mut Inner<B>,
         io: IoExit,
@@ -28,6 +32,10 @@ impl<B: Backend> Vcpu<B> {
             let rip = inner.arch.rip();
             if !io.input {
                 let v = inner.gpr(0).to_le_bytes();
+                if bus.write(Bus::Pio, u64::from(io.port), &v[..size]) {
+                    inner.advance_rip(io.next_rip);
+                    return Ok(Flow::Resume);
+                }
                 self.pages[1].write_shared(0, &v[..size]);
                 // RIP moves past the OUT when the exit completes, except for
                 // port 0x7e (KVM_X86_QUIRK_OUT_7E_INC_RIP, on by default).
@@ -54,9 +62,8 @@ impl<B: Backend> Vcpu<B> {
         }
         // At most one PIO page per exit, as KVM does.
         let count = count.min((4096 / size) as u64) as u32;
-        if !io.input {
+        let count = if !io.input {
             let mut data = core::mem::take(&mut inner.pio_buf);
-            let n = size * count as usize;
             let base = inner.arch.segment_base(io.seg);
             let si = inner.gpr(6) & amask;
             let down = inner.arch.rflags() & RFLAGS_DF != 0;
@@ -77,13 +84,37 @@ impl<B: Backend> Vcpu<B> {
                     return Ok(self.linear_fault(inner, f));
                 }
             }
-            self.pages[1].write_shared(0, &data[..n]);
+            // As KVM's emulator, element by element: those an ioeventfd
+            // takes are done here, and the guest runs the instruction
+            // again for the rest; the first one none takes exits, with
+            // those after it up to the next one an ioeventfd would take.
+            let port = u64::from(io.port);
+            let elem = |i: usize| &data[i * size..(i + 1) * size];
+            let view = bus.view();
+            let mut taken = 0;
+            while taken < count as usize && view.write(Bus::Pio, port, elem(taken)) {
+                taken += 1;
+            }
+            if taken > 0 {
+                drop(view);
+                inner.pio_buf = data;
+                return self.string_io_done(mem, inner, &io, taken as u32, None);
+            }
+            let mut user = 1;
+            while user < count as usize && !view.hits(Bus::Pio, port, elem(user)) {
+                user += 1;
+            }
+            drop(view);
+            self.pages[1].write_shared(0, &data[..size * user]);
             inner.pio_buf = data;
+            let count = user as u32;
             inner.pending = Pending::IoOutString { io, count };
+            count
         } else {
             let rip = inner.arch.rip();
             inner.pending = Pending::IoIn { io, count, rip };
-        }
+            count
+        };
         set_io_exit(inner, &io, count);
         Ok(Flow::User)
     }

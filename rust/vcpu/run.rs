@@ -229,7 +229,7 @@ impl<B: Backend> Vcpu<B> {
                         .copy_from_slice(&d[..usize::from(f.len)]);
                     frags.f[i].mmio = false;
                 }
-                self.next_read_frag(mem.get(), inner, insn, frags)
+                self.next_read_frag(&vm.ioeventfds, mem.get(), inner, insn, frags)
             }
             Pending::MmioWrite { frags } => Ok(self.next_write_frag(inner, frags)),
         }
@@ -241,7 +241,7 @@ impl<B: Backend> Vcpu<B> {
         let mem = &mut mem;
         match e {
             Exit::Resume => Ok(Flow::Resume),
-            Exit::Io(io) => self.io(mem, inner, io),
+            Exit::Io(io) => self.io(&vm.ioeventfds, mem, inner, io),
             Exit::Hlt { next_rip } => {
                 // A single step over HLT is reported only with the APIC in
                 // the kernel (then the vCPU halts too); KVM_EXIT_HLT wins
@@ -319,7 +319,7 @@ impl<B: Backend> Vcpu<B> {
                     return Ok(self.internal_error(inner, internal::EMULATION, &[gpa.0]));
                 }
                 match self.fetch_insn(mem, inner) {
-                    Ok(insn) => self.emulate(mem.get(), inner, &insn, None),
+                    Ok(insn) => self.emulate(&vm.ioeventfds, mem.get(), inner, &insn, None),
                     Err(f) => Ok(f),
                 }
             }
