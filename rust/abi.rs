@@ -4,9 +4,9 @@
 //! limits, identical to `include/uapi/linux/kvm.h`.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmMsi, KvmMsrsHeader, KvmRegs,
-    KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
-    KvmXcrs,
+    KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmIrqLevel, KvmIrqRoutingHeader,
+    KvmIrqfd, KvmMsi, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -32,6 +32,10 @@ pub(crate) const KVM_SET_TSS_ADDR: u32 = _IO(KVMIO, 0x47);
 pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryRegion2>(KVMIO, 0x49);
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
+pub(crate) const KVM_IRQ_LINE: u32 = _IOW::<KvmIrqLevel>(KVMIO, 0x61);
+pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<KvmIrqRoutingHeader>(KVMIO, 0x6a);
+pub(crate) const KVM_IRQFD: u32 = _IOW::<KvmIrqfd>(KVMIO, 0x76);
+pub(crate) const KVM_IRQ_LINE_STATUS: u32 = _IOWR::<KvmIrqLevel>(KVMIO, 0x67);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<KvmEnableCap>(KVMIO, 0xa3);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<KvmMsi>(KVMIO, 0xa5);
 
@@ -60,6 +64,7 @@ pub(crate) const KVM_GET_DEBUGREGS: u32 = _IOR::<KvmDebugregs>(KVMIO, 0xa1);
 pub(crate) const KVM_SET_DEBUGREGS: u32 = _IOW::<KvmDebugregs>(KVMIO, 0xa2);
 pub(crate) const KVM_GET_XCRS: u32 = _IOR::<KvmXcrs>(KVMIO, 0xa6);
 pub(crate) const KVM_SET_XCRS: u32 = _IOW::<KvmXcrs>(KVMIO, 0xa7);
+pub(crate) const KVM_SET_VAPIC_ADDR: u32 = _IOW::<u64>(KVMIO, 0x93);
 
 /// `KVM_X86_DEFAULT_VM`: the only VM type rkvm creates.
 pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
@@ -92,6 +97,10 @@ const KVM_CAP_MAX_VCPU_ID: usize = 128;
 pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
 const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
 const KVM_CAP_SIGNAL_MSI: usize = 77;
+const KVM_CAP_IRQCHIP: usize = 0;
+const KVM_CAP_IRQ_ROUTING: usize = 25;
+const KVM_CAP_IRQ_INJECT_STATUS: usize = 26;
+const KVM_CAP_IRQFD: usize = 32;
 const KVM_CAP_ENABLE_CAP_VM: usize = 98;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
 const KVM_CAP_USER_MEMORY2: usize = 231;
@@ -119,9 +128,13 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_SPLIT_IRQCHIP
         | KVM_CAP_TSC_DEADLINE_TIMER
         | KVM_CAP_SIGNAL_MSI
+        | KVM_CAP_IRQCHIP
+        | KVM_CAP_IRQFD
+        | KVM_CAP_IRQ_INJECT_STATUS
         | KVM_CAP_ENABLE_CAP_VM => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
+        KVM_CAP_IRQ_ROUTING => crate::routing::MAX_IRQ_ROUTES as isize,
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_MAX_VCPU_ID => MAX_VCPU_IDS as isize,

@@ -44,13 +44,15 @@ mod logic {
     pub(crate) mod memslot;
     pub(crate) mod msr;
     pub(crate) mod paging;
+    pub(crate) mod routing;
     pub(crate) mod uapi;
     pub(crate) mod vmcb;
     pub(crate) mod vmcs;
     pub(crate) mod x86;
 }
 use logic::{
-    addr, cpuid, decode, emulate, events, lapic, memslot, msr, paging, uapi, vmcb, vmcs, x86,
+    addr, cpuid, decode, emulate, events, lapic, memslot, msr, paging, routing, uapi, vmcb, vmcs,
+    x86,
 };
 
 use backend::Backend;
@@ -74,6 +76,8 @@ struct RkvmModule {
     // every VM fd pins the module).
     #[pin]
     _dev: MiscDeviceRegistration<dev::RkvmDev>,
+    /// Dropped after the device: runs the last irqfd shutdowns.
+    _irqfd: sys::irqfd::IrqfdQueue,
     _host: Host,
 }
 
@@ -144,6 +148,7 @@ impl kernel::InPlaceModule for RkvmModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             _host: start_any()?,
+            _irqfd: sys::irqfd::IrqfdQueue::new()?,
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
         })
     }

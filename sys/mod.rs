@@ -17,6 +17,7 @@ pub(crate) mod cpu;
 pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod hotplug;
+pub(crate) mod irqfd;
 pub(crate) mod mem;
 pub(crate) mod published;
 pub(crate) mod srcu;

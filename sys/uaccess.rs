@@ -3,9 +3,10 @@
 //! Copying KVM's UAPI structs to and from userspace.
 
 use crate::uapi::{
-    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap, KvmMsi,
-    KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation,
-    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
+    KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable, KvmEnableCap,
+    KvmIrqLevel, KvmIrqRoutingEntry, KvmIrqRoutingHeader, KvmIrqfd, KvmMsi, KvmMsrEntry,
+    KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
+    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -44,6 +45,10 @@ plain_data!(
     KvmTranslation,
     KvmEnableCap,
     KvmMsi,
+    KvmIrqRoutingHeader,
+    KvmIrqRoutingEntry,
+    KvmIrqLevel,
+    KvmIrqfd,
 );
 
 /// Reads a `T` from user address `arg` (`EFAULT` if unreadable).

@@ -245,6 +245,7 @@ pub mod exit {
     pub const INTR: u32 = 10;
     pub const SET_TPR: u32 = 11;
     pub const INTERNAL_ERROR: u32 = 17;
+    pub const IOAPIC_EOI: u32 = 26;
 }
 
 #[cfg_attr(rkvm_module, expect(dead_code, reason = "the KVM ABI's whole list"))]
@@ -269,6 +270,7 @@ impl KvmRun {
         match self.exit_reason {
             exit::IO | exit::FAIL_ENTRY => 16,
             exit::MMIO => 24,
+            exit::IOAPIC_EOI => 1,
             exit::INTERNAL_ERROR => {
                 let ndata = u32::from_ne_bytes([
                     self.exit.0[4],
@@ -300,6 +302,13 @@ impl KvmRun {
         e[8..16].copy_from_slice(&data);
         e[16..20].copy_from_slice(&len.to_ne_bytes());
         e[20] = u8::from(is_write);
+    }
+
+    /// Fills in a `KVM_EXIT_IOAPIC_EOI` (split irqchip: the guest's EOI of
+    /// a vector a userspace IOAPIC route delivers level-triggered).
+    pub fn set_ioapic_eoi(&mut self, vector: u8) {
+        self.exit_reason = exit::IOAPIC_EOI;
+        self.exit.0[0] = vector;
     }
 
     /// Fills in a `KVM_EXIT_FAIL_ENTRY`.
@@ -410,6 +419,52 @@ pub struct KvmMsi {
 /// `KVM_MSI_VALID_DEVID`: the only `kvm_msi.flags` bit.
 pub const KVM_MSI_VALID_DEVID: u32 = 1 << 0;
 
+/// `struct kvm_irq_routing` (`KVM_SET_GSI_ROUTING`), without its entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqRoutingHeader {
+    pub nr: u32,
+    pub flags: u32,
+}
+
+/// `struct kvm_irq_routing_entry`: `u` is the union (irqchip, MSI, ...)
+/// as words; for an MSI route they are `address_lo`, `address_hi`,
+/// `data` and `devid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqRoutingEntry {
+    pub gsi: u32,
+    pub type_: u32,
+    pub flags: u32,
+    pub pad: u32,
+    pub u: [u32; 8],
+}
+
+/// `struct kvm_irq_level` (`KVM_IRQ_LINE`, `KVM_IRQ_LINE_STATUS`): `irq`
+/// in, and the status out in the same word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqLevel {
+    pub irq: u32,
+    pub level: u32,
+}
+
+/// `struct kvm_irqfd` (`KVM_IRQFD`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqfd {
+    pub fd: u32,
+    pub gsi: u32,
+    pub flags: u32,
+    pub resamplefd: u32,
+    pub pad: [u8; 16],
+}
+
+/// `KVM_IRQFD_FLAG_DEASSIGN`.
+pub const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
+/// `KVM_IRQFD_FLAG_RESAMPLE`.
+pub const KVM_IRQFD_FLAG_RESAMPLE: u32 = 1 << 1;
+
 /// `struct kvm_translation` (`KVM_TRANSLATE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -458,6 +513,10 @@ const _: () = {
     assert!(size_of::<KvmXcrs>() == 392);
     assert!(size_of::<KvmEnableCap>() == 104);
     assert!(size_of::<KvmMsi>() == 32);
+    assert!(size_of::<KvmIrqRoutingHeader>() == 8);
+    assert!(size_of::<KvmIrqRoutingEntry>() == 48);
+    assert!(size_of::<KvmIrqLevel>() == 8);
+    assert!(size_of::<KvmIrqfd>() == 32);
     assert!(offset_of!(KvmVcpuEvents, interrupt_injected) == 8);
     assert!(offset_of!(KvmVcpuEvents, nmi_injected) == 12);
     assert!(offset_of!(KvmVcpuEvents, flags) == 20);

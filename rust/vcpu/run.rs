@@ -98,6 +98,10 @@ impl<B: Backend> Vcpu<B> {
                 inner.staging.exit_reason = exit::SHUTDOWN;
                 return Ok(0);
             }
+            if let Some(v) = inner.apic.as_mut().and_then(|a| a.eoi_exit.take()) {
+                inner.staging.set_ioapic_eoi(v);
+                return Ok(0);
+            }
             if kernel::current!().signal_pending() {
                 inner.staging.exit_reason = exit::INTR;
                 return Err(EINTR);
@@ -109,7 +113,9 @@ impl<B: Backend> Vcpu<B> {
                 continue;
             }
             cpu::cond_resched();
+            self.sync_to_vapic(vm, inner);
             let e = self.enter(vm, inner, irq_window)?;
+            self.sync_from_vapic(vm, inner);
             if let Flow::User = self.handle_exit(vm, inner, e)? {
                 return Ok(0);
             }
