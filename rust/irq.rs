@@ -294,8 +294,8 @@ impl<B: Backend> Vm<B> {
         Ok(0)
     }
 
-    /// `KVM_IRQFD`: `EINVAL` for unknown flags or a resample irqfd (which
-    /// needs the in-kernel IOAPIC), `EAGAIN` without an in-kernel irqchip.
+    /// `KVM_IRQFD`: `EINVAL` for unknown flags, without an in-kernel
+    /// irqchip, or for a resample irqfd (which needs the in-kernel IOAPIC).
     pub(crate) fn irqfd(&self, arg: usize) -> Result<isize> {
         let a: KvmIrqfd = uaccess::read(arg)?;
         if a.flags & !(KVM_IRQFD_FLAG_DEASSIGN | KVM_IRQFD_FLAG_RESAMPLE) != 0 {
@@ -305,10 +305,9 @@ impl<B: Backend> Vm<B> {
             self.irq.irqfds.deassign(a.fd as i32, a.gsi)?;
             return Ok(0);
         }
-        if !self.split_irqchip() {
-            return Err(EAGAIN);
-        }
-        if a.flags & KVM_IRQFD_FLAG_RESAMPLE != 0 {
+        // kvm_arch_irqfd_allowed(): an irqchip, and resample needs the
+        // in-kernel IOAPIC.
+        if !self.split_irqchip() || a.flags & KVM_IRQFD_FLAG_RESAMPLE != 0 {
             return Err(EINVAL);
         }
         Irqfds::assign(&self.irq, a.fd as i32, a.gsi)?;

@@ -41,7 +41,7 @@ static struct workqueue_struct *rkvm_irqfd_wq;
 
 int rkvm_irqfd_init(void)
 {
-	rkvm_irqfd_wq = alloc_workqueue("rkvm-irqfd", 0, 0);
+	rkvm_irqfd_wq = alloc_workqueue("rkvm-irqfd", WQ_PERCPU, 0);
 	return rkvm_irqfd_wq ? 0 : -ENOMEM;
 }
 

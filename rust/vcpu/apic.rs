@@ -601,7 +601,12 @@ impl<B: Backend> Vcpu<B> {
 
     /// Before an entry: the APIC's priorities into the virtual-APIC page.
     pub(super) fn sync_to_vapic(&self, vm: &Vm<B>, inner: &Inner<B>) {
-        if let Some(a) = inner.apic.as_ref().filter(|a| a.vapic != 0) {
+        // Only while the APIC is enabled (kvm_lapic_enabled()), as KVM.
+        if let Some(a) = inner
+            .apic
+            .as_ref()
+            .filter(|a| a.vapic != 0 && a.lapic.enabled())
+        {
             // A page that went away is skipped, as KVM's cached write.
             let _ = vm
                 .mem()
