@@ -5,8 +5,9 @@
 
 use crate::uapi::{
     KvmClockData, KvmCpuid2Header, KvmDebugregs, KvmDirtyLog, KvmEnableCap, KvmFpu, KvmGuestDebug,
-    KvmIoeventfd, KvmMsi, KvmMsrsHeader, KvmRegs, KvmSregs, KvmTranslation,
-    KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
+    KvmIoeventfd, KvmIrqLevel, KvmIrqRoutingHeader, KvmIrqfd, KvmMsi, KvmMsrsHeader, KvmRegs,
+    KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
+    KvmX86Mce, KvmXcrs,
 };
 use kernel::ioctl::{_IO, _IOR, _IOW, _IOWR};
 
@@ -34,6 +35,10 @@ pub(crate) const KVM_SET_IDENTITY_MAP_ADDR: u32 = _IOW::<u64>(KVMIO, 0x48);
 pub(crate) const KVM_SET_USER_MEMORY_REGION2: u32 = _IOW::<KvmUserspaceMemoryRegion2>(KVMIO, 0x49);
 pub(crate) const KVM_CREATE_IRQCHIP: u32 = _IO(KVMIO, 0x60);
 pub(crate) const KVM_IOEVENTFD: u32 = _IOW::<KvmIoeventfd>(KVMIO, 0x79);
+pub(crate) const KVM_IRQ_LINE: u32 = _IOW::<KvmIrqLevel>(KVMIO, 0x61);
+pub(crate) const KVM_SET_GSI_ROUTING: u32 = _IOW::<KvmIrqRoutingHeader>(KVMIO, 0x6a);
+pub(crate) const KVM_IRQFD: u32 = _IOW::<KvmIrqfd>(KVMIO, 0x76);
+pub(crate) const KVM_IRQ_LINE_STATUS: u32 = _IOWR::<KvmIrqLevel>(KVMIO, 0x67);
 pub(crate) const KVM_ENABLE_CAP: u32 = _IOW::<KvmEnableCap>(KVMIO, 0xa3);
 pub(crate) const KVM_SIGNAL_MSI: u32 = _IOW::<KvmMsi>(KVMIO, 0xa5);
 pub(crate) const KVM_SET_CLOCK: u32 = _IOW::<KvmClockData>(KVMIO, 0x7b);
@@ -74,6 +79,7 @@ type KvmXsave = [u8; crate::xsave::KVM_XSAVE_SIZE];
 pub(crate) const KVM_GET_XSAVE: u32 = _IOR::<KvmXsave>(KVMIO, 0xa4);
 pub(crate) const KVM_SET_XSAVE: u32 = _IOW::<KvmXsave>(KVMIO, 0xa5);
 pub(crate) const KVM_GET_XSAVE2: u32 = _IOR::<KvmXsave>(KVMIO, 0xcf);
+pub(crate) const KVM_SET_VAPIC_ADDR: u32 = _IOW::<u64>(KVMIO, 0x93);
 
 /// `KVM_X86_DEFAULT_VM`: the only VM type rkvm creates.
 pub(crate) const KVM_X86_DEFAULT_VM: usize = 0;
@@ -113,6 +119,10 @@ pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
 const KVM_CAP_IOEVENTFD_ANY_LENGTH: usize = 122;
 const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
 const KVM_CAP_SIGNAL_MSI: usize = 77;
+const KVM_CAP_IRQCHIP: usize = 0;
+const KVM_CAP_IRQ_ROUTING: usize = 25;
+const KVM_CAP_IRQ_INJECT_STATUS: usize = 26;
+const KVM_CAP_IRQFD: usize = 32;
 const KVM_CAP_ENABLE_CAP_VM: usize = 98;
 const KVM_CAP_IOEVENTFD_NO_LENGTH: usize = 100;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
@@ -149,11 +159,15 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_ENABLE_CAP_VM
         | KVM_CAP_IOEVENTFD
         | KVM_CAP_IOEVENTFD_NO_LENGTH
-        | KVM_CAP_IOEVENTFD_ANY_LENGTH => 1,
+        | KVM_CAP_IOEVENTFD_ANY_LENGTH
+        | KVM_CAP_IRQCHIP
+        | KVM_CAP_IRQFD
+        | KVM_CAP_IRQ_INJECT_STATUS => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         // The bank count, as KVM.
         KVM_CAP_MCE => crate::msr::mce::MAX_BANKS as isize,
+        KVM_CAP_IRQ_ROUTING => crate::routing::MAX_IRQ_ROUTES as isize,
         // As KVM: only where the host has XSAVE.
         KVM_CAP_XCRS => isize::from(crate::sys::cpu::host_xcr0().is_some()),
         KVM_CAP_XSAVE2 => crate::sys::fpu::xsave2_size() as isize,

@@ -50,6 +50,7 @@ mod logic {
     pub(crate) mod memslot;
     pub(crate) mod msr;
     pub(crate) mod paging;
+    pub(crate) mod routing;
     pub(crate) mod uapi;
     pub(crate) mod vmcb;
     pub(crate) mod vmcs;
@@ -58,7 +59,7 @@ mod logic {
 }
 use logic::{
     addr, clock, cpuid, debug, decode, emulate, events, ioeventfd, kvmclock, lapic, memslot, msr,
-    paging, uapi, vmcb, vmcs, x86, xsave,
+    paging, routing, uapi, vmcb, vmcs, x86, xsave,
 };
 
 use backend::Backend;
@@ -82,6 +83,8 @@ struct RkvmModule {
     // every VM fd pins the module).
     #[pin]
     _dev: MiscDeviceRegistration<dev::RkvmDev>,
+    /// Dropped after the device: runs the last irqfd shutdowns.
+    _irqfd: sys::irqfd::IrqfdQueue,
     _host: Host,
 }
 
@@ -162,6 +165,7 @@ impl kernel::InPlaceModule for RkvmModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             _host: start_any()?,
+            _irqfd: sys::irqfd::IrqfdQueue::new()?,
             _dev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"rkvm" }),
         })
     }

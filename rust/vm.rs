@@ -8,7 +8,7 @@ use crate::{
     addr::{Gfn, Gpa},
     backend::Backend,
     iobus::Ioeventfds,
-    irq::{Irqchip, MapEntry},
+    irq::Irq,
     memory::{Mem, MemOnce, SlotTable},
     memslot::{self, Change, Slot, SlotError},
     mmu::Mmu,
@@ -37,10 +37,10 @@ use kernel::{
 /// created it; ioctls from any other mm fail with `EIO`, as in KVM.
 ///
 /// Lock order: a vCPU's own state, then `slots_lock`, then `mmu`, then
-/// `vcpus`, then `irqchip` and `apic_map` (never both); a vCPU's doorbell
-/// is innermost. The slot table itself is read under SRCU ([`Vm::mem`])
+/// `vcpus`, then the irqchip mode, then the APIC map or the routing table
+/// (`irq.rs`; never both); a vCPU's doorbell is innermost. The slot table itself is read under SRCU ([`Vm::mem`])
 /// and needs no lock.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct Vm<B: Backend> {
     /// The VMM's address space, where pins are charged.
     pins: PinAccount,
@@ -57,13 +57,8 @@ pub(crate) struct Vm<B: Backend> {
     pub(crate) ioeventfds: Ioeventfds,
     #[pin]
     pub(crate) vcpus: Mutex<KVec<Arc<Vcpu<B>>>>,
-    /// The irqchip mode (`KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`).
-    #[pin]
-    pub(crate) irqchip: Mutex<Irqchip>,
-    /// With the split irqchip: every vCPU's doorbell and a copy of its
-    /// APIC, in vCPU order, for message delivery (`irq.rs`).
-    #[pin]
-    pub(crate) apic_map: Mutex<KVec<MapEntry>>,
+    /// The irqchip, APIC map, routing table and irqfds (`irq.rs`).
+    pub(crate) irq: Arc<Irq>,
     /// Bumped whenever mappings leave the nested page table; each vCPU
     /// flushes its TLB when it sees a new value.
     pub(crate) tlb_gen: AtomicU64,
@@ -95,8 +90,7 @@ impl<B: Backend> Vm<B> {
                 mmu <- new_mutex!(mmu),
                 ioeventfds <- Ioeventfds::new()?,
                 vcpus <- new_mutex!(KVec::new()),
-                irqchip <- new_mutex!(Irqchip::default()),
-                apic_map <- new_mutex!(KVec::new()),
+                irq: Irq::new()?,
                 tlb_gen: AtomicU64::new(0),
                 ncr3,
                 max_gfn,
@@ -161,18 +155,11 @@ impl<B: Backend> Vm<B> {
         )?;
         if split {
             let lapic = KBox::new(vcpu.lapic_copy(), GFP_KERNEL_ACCOUNT)?;
-            let mut map = this.apic_map.lock();
-            map.push(
-                MapEntry {
-                    bell: vcpu.bell.clone(),
-                    lapic,
-                },
-                GFP_KERNEL_ACCOUNT,
-            )?;
+            this.irq.add_apic(vcpu.bell.clone(), lapic)?;
         }
         if let Err(e) = vcpus.push(vcpu.clone(), GFP_KERNEL_ACCOUNT) {
             if split {
-                this.apic_map.lock().pop();
+                this.irq.remove_last_apic();
             }
             return Err(e.into());
         }
@@ -191,7 +178,7 @@ impl<B: Backend> Vm<B> {
             Err(e) => {
                 vcpus.pop();
                 if split {
-                    this.apic_map.lock().pop();
+                    this.irq.remove_last_apic();
                 }
                 Err(e)
             }
@@ -270,6 +257,12 @@ impl<B: Backend> Vm<B> {
     /// bump the generation, then kick the CPUs running a vCPU of this VM.
     fn flush_tlbs(&self) {
         self.tlb_gen.fetch_add(1, Ordering::SeqCst);
+        self.kick_all();
+    }
+
+    /// Kicks every vCPU in guest mode out, so that it looks at the VM's
+    /// state again before its next entry.
+    pub(crate) fn kick_all(&self) {
         for v in self.vcpus.lock().iter() {
             if let Ok(c) = usize::try_from(v.bell.running.load(Ordering::SeqCst)) {
                 cpu::kick_cpu(c);
@@ -397,6 +390,14 @@ fn fmt_name(buf: &mut [u8; 24], id: usize) -> usize {
     prefix.len() + n
 }
 
+#[pinned_drop]
+impl<B: Backend> PinnedDrop for Vm<B> {
+    fn drop(self: Pin<&mut Self>) {
+        // The irqfds hold the interrupt state, not the VM: unhook them.
+        self.release_irqfds();
+    }
+}
+
 impl<B: Backend> AnonFile for Vm<B> {
     fn ioctl(this: ArcBorrow<'_, Self>, cmd: u32, arg: usize) -> Result<isize> {
         this.check_owner()?;
@@ -447,6 +448,10 @@ impl<B: Backend> AnonFile for Vm<B> {
                 let args: KvmIoeventfd = uaccess::read(arg)?;
                 this.ioeventfds.ioctl(&args)
             }
+            abi::KVM_SET_GSI_ROUTING => this.set_gsi_routing(arg),
+            abi::KVM_IRQ_LINE => this.irq_line(arg, false),
+            abi::KVM_IRQ_LINE_STATUS => this.irq_line(arg, true),
+            abi::KVM_IRQFD => this.irqfd(arg),
             // No in-kernel PIC and IOAPIC: the ioctl does not exist here
             // (KVM_CREATE_IRQCHIP is ENOTTY, and clients such as the KVM
             // selftests fall back to the split irqchip), except that with

@@ -18,6 +18,7 @@ pub(crate) mod eventfd;
 pub(crate) mod file;
 pub(crate) mod fpu;
 pub(crate) mod hotplug;
+pub(crate) mod irqfd;
 pub(crate) mod mem;
 pub(crate) mod published;
 pub(crate) mod srcu;

@@ -4,9 +4,10 @@
 
 use crate::uapi::{
     KvmClockData, KvmCpuid2Header, KvmCpuidEntry2, KvmDebugregs, KvmDirtyLog, KvmDtable,
-    KvmEnableCap, KvmFpu, KvmGuestDebug, KvmIoeventfd, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs,
-    KvmRun, KvmSegment, KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion,
-    KvmUserspaceMemoryRegion2, KvmVcpuEvents, KvmX86Mce, KvmXcrs,
+    KvmEnableCap, KvmFpu, KvmGuestDebug, KvmIoeventfd, KvmIrqLevel, KvmIrqRoutingEntry,
+    KvmIrqRoutingHeader, KvmIrqfd, KvmMsi, KvmMsrEntry, KvmMsrsHeader, KvmRegs, KvmRun, KvmSegment,
+    KvmSregs, KvmTranslation, KvmUserspaceMemoryRegion, KvmUserspaceMemoryRegion2, KvmVcpuEvents,
+    KvmX86Mce, KvmXcrs,
 };
 use core::ffi::c_void;
 use kernel::{
@@ -49,6 +50,10 @@ plain_data!(
     KvmClockData,
     KvmFpu,
     KvmIoeventfd,
+    KvmIrqfd,
+    KvmIrqLevel,
+    KvmIrqRoutingEntry,
+    KvmIrqRoutingHeader,
     KvmX86Mce,
 );
 

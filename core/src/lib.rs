@@ -50,6 +50,9 @@
 //!   exit-qualification decoding.
 //! * `msr.rs` — uses `super::cpuid` and `super::x86`. MSR numbers and KVM's
 //!   rules for the MSRs generic code keeps (EFER, MISC_ENABLE, TSC_AUX, XCR0).
+//! * `routing.rs` — uses `super::lapic` and `super::uapi`. `KVM_SET_GSI_ROUTING`'s
+//!   rules for the split irqchip (MSI routes only) and the vectors whose EOI
+//!   a vCPU reports to the userspace IOAPIC.
 //! * `paging.rs` — self-contained. `translate(mem, &cfg, gva, access)` walks
 //!   the guest's tables and gives a `Translation` or a `WalkError` (#PF code).
 //! * `xsave.rs` — uses `super::uapi`. The guest FPU save area shown as
@@ -90,6 +93,7 @@ pub mod lapic;
 pub mod memslot;
 pub mod msr;
 pub mod paging;
+pub mod routing;
 pub mod uapi;
 pub mod vmcb;
 pub mod vmcs;

@@ -259,6 +259,7 @@ pub mod exit {
     pub const INTR: u32 = 10;
     pub const SET_TPR: u32 = 11;
     pub const INTERNAL_ERROR: u32 = 17;
+    pub const IOAPIC_EOI: u32 = 26;
 }
 
 #[cfg_attr(rkvm_module, expect(dead_code, reason = "the KVM ABI's whole list"))]
@@ -287,6 +288,7 @@ impl KvmRun {
             // bp_interception does.
             exit::DEBUG if self.exit.0[0] == 3 => 16,
             exit::DEBUG => 32,
+            exit::IOAPIC_EOI => 1,
             exit::INTERNAL_ERROR => {
                 let ndata = u32::from_ne_bytes([
                     self.exit.0[4],
@@ -336,6 +338,13 @@ impl KvmRun {
         if let Some(v) = dr7 {
             e[24..32].copy_from_slice(&v.to_ne_bytes());
         }
+    }
+
+    /// Fills in a `KVM_EXIT_IOAPIC_EOI` (split irqchip: the guest's EOI of
+    /// a vector a userspace IOAPIC route delivers level-triggered).
+    pub fn set_ioapic_eoi(&mut self, vector: u8) {
+        self.exit_reason = exit::IOAPIC_EOI;
+        self.exit.0[0] = vector;
     }
 
     /// Fills in a `KVM_EXIT_FAIL_ENTRY`.
@@ -497,6 +506,52 @@ pub struct KvmIoeventfd {
     pub pad: [u8; 36],
 }
 
+/// `struct kvm_irq_routing` (`KVM_SET_GSI_ROUTING`), without its entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqRoutingHeader {
+    pub nr: u32,
+    pub flags: u32,
+}
+
+/// `struct kvm_irq_routing_entry`: `u` is the union (irqchip, MSI, ...)
+/// as words; for an MSI route they are `address_lo`, `address_hi`,
+/// `data` and `devid`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqRoutingEntry {
+    pub gsi: u32,
+    pub type_: u32,
+    pub flags: u32,
+    pub pad: u32,
+    pub u: [u32; 8],
+}
+
+/// `struct kvm_irq_level` (`KVM_IRQ_LINE`, `KVM_IRQ_LINE_STATUS`): `irq`
+/// in, and the status out in the same word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqLevel {
+    pub irq: u32,
+    pub level: u32,
+}
+
+/// `struct kvm_irqfd` (`KVM_IRQFD`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KvmIrqfd {
+    pub fd: u32,
+    pub gsi: u32,
+    pub flags: u32,
+    pub resamplefd: u32,
+    pub pad: [u8; 16],
+}
+
+/// `KVM_IRQFD_FLAG_DEASSIGN`.
+pub const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
+/// `KVM_IRQFD_FLAG_RESAMPLE`.
+pub const KVM_IRQFD_FLAG_RESAMPLE: u32 = 1 << 1;
+
 /// `struct kvm_translation` (`KVM_TRANSLATE`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -554,6 +609,10 @@ const _: () = {
     assert!(offset_of!(KvmFpu, xmm) == 152);
     assert!(size_of::<KvmClockData>() == 48);
     assert!(offset_of!(KvmClockData, realtime) == 16);
+    assert!(size_of::<KvmIrqRoutingHeader>() == 8);
+    assert!(size_of::<KvmIrqRoutingEntry>() == 48);
+    assert!(size_of::<KvmIrqLevel>() == 8);
+    assert!(size_of::<KvmIrqfd>() == 32);
     assert!(offset_of!(KvmVcpuEvents, interrupt_injected) == 8);
     assert!(offset_of!(KvmVcpuEvents, nmi_injected) == 12);
     assert!(offset_of!(KvmVcpuEvents, flags) == 20);

@@ -13,11 +13,13 @@
 
 use super::{Inner, Vcpu};
 use crate::{
+    addr::Gpa,
     backend::{ArchVcpu, Backend, Sreg, VcpuState},
     cpuid::{self, GuestCaps},
     decode::Segment,
     events::Events,
     lapic::{self, Accepted, DeliveryMode, Effects, Expiry, Ipi, Lapic, TimerModes, Trigger},
+    routing,
     sys::{
         bell::{Armed, Bell, Mail},
         cpu, uaccess,
@@ -25,6 +27,7 @@ use crate::{
     vm::Vm,
     x86::{self, APIC_BASE_BSP, CR0_CD, CR0_ET, CR0_NW},
 };
+use core::sync::atomic::Ordering;
 use kernel::prelude::*;
 
 /// `KVM_MP_STATE_*` values.
@@ -115,6 +118,19 @@ pub(super) struct Apic {
     ipi: Option<Ipi>,
     /// The host timer, while started.
     timer: Option<Armed<Mailbox>>,
+    /// Vectors whose EOI exits to the userspace IOAPIC
+    /// (`ioapic_handled_vectors`), for the routing of `eoi_gen`.
+    eoi_exits: [u64; 4],
+    eoi_gen: u64,
+    /// The highest of them only an older routing's pending interrupt
+    /// needs: its EOI rescans.
+    stale_eoi: Option<u8>,
+    /// `eoi_exits` must be computed again (addressing changed).
+    rescan: bool,
+    /// An EOI to report with `KVM_EXIT_IOAPIC_EOI` before the next entry.
+    pub(super) eoi_exit: Option<u8>,
+    /// `KVM_SET_VAPIC_ADDR`'s guest address, or 0.
+    vapic: u64,
 }
 
 impl Apic {
@@ -135,6 +151,12 @@ impl Apic {
                 addressing: false,
                 ipi: None,
                 timer: None,
+                eoi_exits: [0; 4],
+                eoi_gen: u64::MAX,
+                stale_eoi: None,
+                rescan: true,
+                eoi_exit: None,
+                vapic: 0,
             },
             GFP_KERNEL_ACCOUNT,
         )?)
@@ -166,6 +188,17 @@ impl Apic {
         }
         self.rearm |= fx.timer_changed;
         self.addressing |= fx.addressing_changed;
+        self.rescan |= fx.addressing_changed;
+        // kvm_ioapic_send_eoi with a split irqchip (which ignores the
+        // guest's directed-EOI bit, KVM's quirk).
+        if let Some(e) = fx.eoi {
+            if routing::has_vector(&self.eoi_exits, e.vector) {
+                if self.stale_eoi == Some(e.vector) {
+                    self.rescan = true;
+                }
+                self.eoi_exit = Some(e.vector);
+            }
+        }
     }
 
     /// What an interrupt delivered to this APIC asks of the vCPU.
@@ -468,10 +501,15 @@ impl<B: Backend> Vcpu<B> {
             return latched;
         };
         if let Some(ipi) = apic.ipi.take() {
-            vm.deliver(&ipi, false, Some(self.index));
+            vm.irq.deliver(&ipi, false, Some(self.index));
         }
         if core::mem::take(&mut apic.addressing) {
-            vm.update_apic(self.index, &apic.lapic);
+            vm.irq.update_apic(self.index, &apic.lapic);
+        }
+        let gen = vm.irq.routes_gen.load(Ordering::SeqCst);
+        if core::mem::take(&mut apic.rescan) || gen != apic.eoi_gen {
+            (apic.eoi_exits, apic.stale_eoi) = vm.irq.ioapic_vectors(&apic.lapic);
+            apic.eoi_gen = gen;
         }
         if core::mem::take(&mut apic.rearm) {
             // Cancel first (waits for a callback that runs), then start.
@@ -556,6 +594,52 @@ impl<B: Backend> Vcpu<B> {
         inner.apic_effects(fx);
         self.service_apic(vm, &mut inner);
         Ok(0)
+    }
+
+    /// `KVM_SET_VAPIC_ADDR`: `EINVAL` without an in-kernel APIC or for an
+    /// address no memory slot backs; 0 turns the page off.
+    pub(super) fn set_vapic_addr(&self, vm: &Vm<B>, arg: usize) -> Result<isize> {
+        if self.inner.lock().apic.is_none() {
+            return Err(EINVAL);
+        }
+        let addr: u64 = uaccess::read(arg)?;
+        if addr != 0 && !vm.mem().is_ram(Gpa(addr), 4, false) {
+            return Err(EINVAL);
+        }
+        if let Some(a) = self.inner.lock().apic.as_mut() {
+            a.vapic = addr;
+        }
+        Ok(0)
+    }
+
+    /// Before an entry: the APIC's priorities into the virtual-APIC page.
+    pub(super) fn sync_to_vapic(&self, vm: &Vm<B>, inner: &Inner<B>) {
+        // Only while the APIC is enabled (kvm_lapic_enabled()), as KVM.
+        if let Some(a) = inner
+            .apic
+            .as_ref()
+            .filter(|a| a.vapic != 0 && a.lapic.enabled())
+        {
+            // A page that went away is skipped, as KVM's cached write.
+            let _ = vm
+                .mem()
+                .write(Gpa(a.vapic), &a.lapic.vapic_word().to_le_bytes());
+        }
+    }
+
+    /// After an exit: the guest's TPR from the virtual-APIC page.
+    pub(super) fn sync_from_vapic(&self, vm: &Vm<B>, inner: &mut Inner<B>) {
+        let Some(addr) = inner.apic.as_ref().map(|a| a.vapic).filter(|&v| v != 0) else {
+            return;
+        };
+        let mut w = [0u8; 4];
+        if vm.mem().read(Gpa(addr), &mut w).is_err() {
+            return;
+        }
+        if let Some(a) = inner.apic.as_mut() {
+            let fx = a.lapic.set_tpr(w[0]);
+            inner.apic_effects(fx);
+        }
     }
 
     /// `KVM_GET_MP_STATE`: RUNNABLE without an in-kernel APIC.

@@ -99,6 +99,10 @@ impl<B: Backend> Vcpu<B> {
                 inner.staging.exit_reason = exit::SHUTDOWN;
                 return Ok(0);
             }
+            if let Some(v) = inner.apic.as_mut().and_then(|a| a.eoi_exit.take()) {
+                inner.staging.set_ioapic_eoi(v);
+                return Ok(0);
+            }
             if kernel::current!().signal_pending() {
                 inner.staging.exit_reason = exit::INTR;
                 return Err(EINTR);
@@ -114,7 +118,9 @@ impl<B: Backend> Vcpu<B> {
                 self.skip_for_injected_bp(vm, inner);
             }
             inner.pvclock_sync(vm);
+            self.sync_to_vapic(vm, inner);
             let e = self.enter(vm, inner, irq_window)?;
+            self.sync_from_vapic(vm, inner);
             let flow = self.handle_exit(vm, inner, e)?;
             if let Flow::User = inner.step_trap(flow) {
                 return Ok(0);

@@ -35,6 +35,12 @@ impl Lapic {
         self.highest(Bank::Isr)
     }
 
+    /// Whether `vector` is requested or in service (`kvm_apic_pending_eoi`):
+    /// an EOI for it may still come.
+    pub fn pending_eoi(&self, vector: u8) -> bool {
+        self.test_vector(Bank::Irr, vector) || self.test_vector(Bank::Isr, vector)
+    }
+
     /// The task priority (TPR bits 7:0).
     pub fn tpr(&self) -> u8 {
         self.reg(reg::TPR) as u8
@@ -121,6 +127,25 @@ impl Lapic {
         self.set_reg(reg::TPR, ((cr8 & 0xf) as u32) << 4);
         self.update_ppr();
         self.after(before, Effects::default())
+    }
+
+    /// A TPR the guest wrote to its virtual-APIC page (`apic_set_tpr` from
+    /// `kvm_lapic_sync_from_vapic`).
+    pub fn set_tpr(&mut self, tpr: u8) -> Effects {
+        let before = self.before();
+        self.set_reg(reg::TPR, u32::from(tpr));
+        self.update_ppr();
+        self.after(before, Effects::default())
+    }
+
+    /// The word KVM writes to the guest's virtual-APIC page before each
+    /// entry (`kvm_lapic_sync_to_vapic`): TPR in bits 7:0, the highest
+    /// in-service vector's class in 15:12, the highest requested vector in
+    /// 31:24.
+    pub fn vapic_word(&self) -> u32 {
+        let isr = u32::from(self.highest_isr().unwrap_or(0));
+        let irr = u32::from(self.highest_irr().unwrap_or(0));
+        (self.reg(reg::TPR) & 0xff) | ((isr & 0xf0) << 8) | (irr << 24)
     }
 
     /// An interrupt delivered to this APIC (`__apic_accept_irq`; the

@@ -567,6 +567,29 @@ fn tpr_masks_by_class() {
 }
 
 #[test]
+fn vapic_word_and_tpr() {
+    let mut a = xapic(0);
+    a.set_tpr(0x25);
+    assert_eq!(a.ppr(), 0x25);
+    a.accept(DeliveryMode::Fixed, 0x61, true, Trigger::Edge);
+    a.ack();
+    a.accept(DeliveryMode::Fixed, 0x42, true, Trigger::Edge);
+    assert_eq!(a.vapic_word(), 0x25 | (0x60 << 8) | (0x42 << 24));
+}
+
+#[test]
+fn pending_eoi_is_irr_or_isr() {
+    let mut a = xapic(0);
+    assert!(!a.pending_eoi(0x40));
+    a.accept(DeliveryMode::Fixed, 0x40, true, Trigger::Level);
+    assert!(a.pending_eoi(0x40), "requested");
+    a.ack();
+    assert!(a.pending_eoi(0x40), "in service");
+    a.eoi();
+    assert!(!a.pending_eoi(0x40));
+}
+
+#[test]
 fn cr8_is_tpr_high_nibble() {
     let mut a = xapic(0);
     a.set_cr8(0x1f);
