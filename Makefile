@@ -24,7 +24,7 @@ TOOLS := $(patsubst tools/%.c,$(BUILD)/tools/%,$(wildcard tools/*.c))
 BENCHES := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
 
 .PHONY: all help bootstrap kernel module tests host-test lint rustfmt check bochs-check run vm-shell bench clean \
-	bochs-kernel bochs-module
+	bochs-kernel bochs-module guest-kernel guest
 
 all: module
 
@@ -48,11 +48,14 @@ help:
 	@echo '  make kernel         build the test kernel into $$RKVM_CACHE (once)'
 	@echo '  make bochs-kernel   build the light test kernel for Bochs (once)'
 	@echo '  make bochs-module   build rkvm.ko against it (in build/bochs-src)'
+	@echo '  make guest-kernel   build the guests leg'"'"'s small guest kernel (once)'
+	@echo '  make guest          the guest: initramfs and SeaBIOS ISO (build/guest)'
 	@echo '  make clean          remove build outputs (not the kernel cache)'
 	@echo 'Variables: KDIR=<built kernel tree> (QEMU leg only), EXTRA_TESTS=<dir of'
 	@echo '           test binaries>, RKVM_CACHE=<cache dir, default ~/.cache/rkvm>,'
 	@echo '           BOCHS=0|1 (default 1), VENDOR=amd|intel (make run),'
-	@echo '           VM_LEGS=kvm,module,rkvm, VM_TESTS=a_test,b_test (scripts/vm),'
+	@echo '           VM_LEGS=kvm,module,rkvm,guests, VM_TESTS=a_test,b_test (scripts/vm),'
+	@echo '           GUEST_TIMEOUT=<s per guest boot>, RKVM_GUEST_BOOTS=todo|pass'
 	@echo '           BOCHS_LEGS, BOCHS_TESTS, BOCHS_SCALE, BOCHS_CPU, BOCHS_MEGS,'
 	@echo '           BOCHS_TIMEOUT (scripts/bochs; Documentation/testing.rst)'
 
@@ -128,7 +131,14 @@ bochs-module: bochs-kernel
 	@$(MAKE) -s -C $(BOCHS_KDIR) M=$(BOCHS_SRC) LLVM=$(LLVM) modules
 
 # Both machines run even when the first fails; the last lines add them up.
-check: bootstrap host-test lint module tests $(if $(filter 1,$(BOCHS)),bochs-module)
+# The guests leg's Linux guest: its kernel (cached, once) and build/guest.
+guest-kernel: bootstrap
+	@scripts/build-guest-kernel >/dev/null
+
+guest: guest-kernel
+	@scripts/build-guest >/dev/null
+
+check: bootstrap host-test lint module tests guest $(if $(filter 1,$(BOCHS)),bochs-module)
 	@rm -f $(BUILD)/vm-check.log.summary $(BUILD)/bochs/summary
 	@rc=0; scripts/vm check || rc=1; \
 	if [ "$(BOCHS)" = 1 ]; then scripts/bochs check || rc=1; \

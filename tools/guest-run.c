@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * guest-run: one boot of the guests leg (tests/vm/init). Runs QEMU (the
+ * command after "--") with its serial console on a pipe, under a timeout,
+ * and prints one TAP result line for the boot.
+ *
+ *   guest-run -n NUM -t NAME [-T SECONDS] [-m MARKER] [-e LINE]... [-d TODO]
+ *             [-q] -- qemu-system-x86_64 ARGS...
+ *
+ * Every console line is echoed as "=== guest-console NAME | LINE" (the host
+ * writes them to build/guests/NAME.log; -q echoes them only when the boot
+ * fails, for the slow Bochs console). The boot passes when MARKER (default
+ * RKVM-GUEST-USERSPACE-OK) appears, every -e LINE appears as the start of a
+ * console line, and QEMU exits 0 by itself. Otherwise the result is "not ok"
+ * with the console's last lines as TAP diagnostics ("# tail | ..."); -d TODO
+ * marks it "# TODO TODO" (an expected failure). On a timeout, before
+ * killing QEMU, the vCPUs' registers ("info registers -a" on QEMU's monitor,
+ * a UNIX socket this program adds to the command line) go into the console
+ * log. The result line gives the seconds from QEMU's start to the marker.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TAIL 25
+#define MAX_EXPECT 8
+
+static const char *name;
+static int quiet;
+static char *lines[TAIL];	/* the console's last lines, a ring */
+static unsigned long nlines;
+static char **held;		/* -q: every line, echoed on failure */
+static size_t nheld, capheld;
+
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void console_line(const char *line)
+{
+	free(lines[nlines % TAIL]);
+	lines[nlines++ % TAIL] = strdup(line);
+	if (!quiet) {
+		printf("=== guest-console %s | %s\n", name, line);
+		return;
+	}
+	if (nheld == capheld) {
+		capheld = capheld ? 2 * capheld : 256;
+		held = realloc(held, capheld * sizeof(*held));
+		if (!held)
+			exit(2);
+	}
+	held[nheld++] = strdup(line);
+}
+
+/* Splits BUF (LEN bytes more in it) into lines; keeps a partial last line. */
+static size_t feed(char *buf, size_t len, int flush, void (*fn)(const char *))
+{
+	size_t start = 0, i;
+
+	for (i = 0; i < len; i++) {
+		if (buf[i] == '\n' || buf[i] == '\r') {
+			buf[i] = 0;
+			if (i > start)
+				fn(buf + start);
+			start = i + 1;
+		}
+	}
+	if (flush && start < len) {
+		buf[len] = 0;
+		fn(buf + start);
+		start = len;
+	}
+	memmove(buf, buf + start, len - start);
+	return len - start;
+}
+
+/* Asks QEMU's monitor for every vCPU's registers; they go into the log. */
+static void dump_registers(const char *sock_path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char buf[65536];
+	size_t have = 0;
+	double until;
+	int fd;
+
+	console_line("guest-run: timeout: info registers -a (QEMU monitor):");
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+		console_line("guest-run: the monitor did not answer");
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	if (write(fd, "info registers -a\n", 18) != 18)
+		console_line("guest-run: could not write to the monitor");
+	/* The monitor answers at once; stop reading after 3 s or 1 s of quiet. */
+	until = now() + 3;
+	while (now() < until) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		ssize_t r;
+
+		if (poll(&p, 1, 1000) <= 0)
+			break;
+		r = read(fd, buf + have, sizeof(buf) - 1 - have);
+		if (r <= 0)
+			break;
+		have = feed(buf, have + r, 0, console_line);
+		if (have == sizeof(buf) - 1)
+			have = feed(buf, have, 1, console_line);
+	}
+	feed(buf, have, 1, console_line);
+	close(fd);
+}
+
+int main(int argc, char **argv)
+{
+	const char *marker = "RKVM-GUEST-USERSPACE-OK", *todo = NULL, *expect[MAX_EXPECT];
+	int seen[MAX_EXPECT] = { 0 }, nexpect = 0, num = 1, timeout_s = 120, opt, status = 0;
+	int pipefd[2], timed_out = 0, exited = 0, ok, i;
+	double start, marker_at = -1;
+	char sock_path[108], buf[8192], **qargv;
+	size_t have = 0;
+	pid_t pid;
+
+	while ((opt = getopt(argc, argv, "n:t:T:m:e:d:q")) != -1) {
+		switch (opt) {
+		case 'n': num = atoi(optarg); break;
+		case 't': name = optarg; break;
+		case 'T': timeout_s = atoi(optarg); break;
+		case 'm': marker = optarg; break;
+		case 'e':
+			if (nexpect == MAX_EXPECT)
+				return 2;
+			expect[nexpect++] = optarg;
+			break;
+		case 'd': todo = optarg; break;
+		case 'q': quiet = 1; break;
+		default: return 2;
+		}
+	}
+	if (!name || optind >= argc) {
+		fprintf(stderr, "usage: guest-run -n NUM -t NAME [-T S] [-m MARKER] [-e LINE]... [-d TODO] [-q] -- qemu ARGS...\n");
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	/* QEMU's arguments plus the monitor socket. */
+	snprintf(sock_path, sizeof(sock_path), "/tmp/guest-run-%d.mon", getpid());
+	qargv = calloc(argc - optind + 3, sizeof(*qargv));
+	if (!qargv)
+		return 2;
+	for (i = optind; i < argc; i++)
+		qargv[i - optind] = argv[i];
+	qargv[i - optind] = "-monitor";
+	if (asprintf(&qargv[i - optind + 1], "unix:%s,server=on,wait=off", sock_path) < 0)
+		return 2;
+
+	if (pipe(pipefd))
+		return 2;
+	start = now();
+	pid = fork();
+	if (pid == 0) {
+		dup2(pipefd[1], 1);
+		dup2(pipefd[1], 2);
+		close(pipefd[0]);
+		close(pipefd[1]);
+		setpgid(0, 0);
+		execvp(qargv[0], qargv);
+		fprintf(stderr, "guest-run: exec %s: %s\n", qargv[0], strerror(errno));
+		_exit(127);
+	}
+	close(pipefd[1]);
+
+	for (;;) {
+		double left = start + timeout_s - now();
+		struct pollfd p = { .fd = pipefd[0], .events = POLLIN };
+		ssize_t r;
+
+		if (left <= 0) {
+			timed_out = 1;
+			break;
+		}
+		if (poll(&p, 1, (int)(left * 1000) + 1) <= 0)
+			continue;
+		r = read(pipefd[0], buf + have, sizeof(buf) - 1 - have);
+		if (r <= 0)
+			break;	/* QEMU closed its output: it exited */
+		have += r;
+		/* Each complete line: the marker, the expected lines, the log. */
+		{
+			size_t s = 0, j;
+
+			for (j = 0; j < have; j++) {
+				if (buf[j] != '\n' && buf[j] != '\r')
+					continue;
+				buf[j] = 0;
+				if (j > s) {
+					const char *line = buf + s;
+					int k;
+
+					if (marker_at < 0 && strstr(line, marker))
+						marker_at = now() - start;
+					for (k = 0; k < nexpect; k++)
+						if (!strncmp(line, expect[k], strlen(expect[k])))
+							seen[k] = 1;
+					console_line(line);
+				}
+				s = j + 1;
+			}
+			if (have - s == sizeof(buf) - 1) {	/* a line longer than buf */
+				buf[have] = 0;
+				console_line(buf);
+				s = have;
+			}
+			memmove(buf, buf + s, have - s);
+			have -= s;
+		}
+	}
+	if (have) {
+		buf[have] = 0;
+		console_line(buf);
+	}
+	if (timed_out)
+		dump_registers(sock_path);
+	if (timed_out)
+		kill(-pid, SIGKILL);	/* its process group: QEMU and its threads */
+	if (waitpid(pid, &status, 0) == pid)
+		exited = WIFEXITED(status);
+	unlink(sock_path);
+
+	ok = !timed_out && marker_at >= 0 && exited && WEXITSTATUS(status) == 0;
+	for (i = 0; i < nexpect; i++)
+		ok = ok && seen[i];
+
+	if (!ok && quiet) {
+		size_t j;
+
+		quiet = 0;
+		for (j = 0; j < nheld; j++)
+			printf("=== guest-console %s | %s\n", name, held[j]);
+	}
+	printf("%sok %d %s", ok ? "" : "not ", num, name);
+	if (!ok && todo)
+		printf(" # TODO %s", todo);
+	if (marker_at >= 0)
+		printf(" # marker after %.2f s", marker_at);
+	printf(" (%.2f s in all)\n", now() - start);
+	if (!ok) {
+		unsigned long j = nlines > TAIL ? nlines - TAIL : 0;
+
+		if (timed_out)
+			printf("# %s: no poweroff within %d s\n", name, timeout_s);
+		else if (!exited)
+			printf("# %s: QEMU was killed by signal %d\n", name, WTERMSIG(status));
+		else if (WEXITSTATUS(status))
+			printf("# %s: QEMU exited %d\n", name, WEXITSTATUS(status));
+		if (marker_at < 0)
+			printf("# %s: no userspace marker (%s)\n", name, marker);
+		for (i = 0; i < nexpect; i++)
+			if (!seen[i])
+				printf("# %s: missing console line \"%s\"\n", name, expect[i]);
+		printf("# %s: the console's last lines (all of it: build/guests/%s.log on the host):\n",
+		       name, name);
+		for (; j < nlines; j++)
+			printf("# tail | %s\n", lines[j % TAIL]);
+	}
+	return ok ? 0 : 1;
+}
