@@ -102,11 +102,17 @@ pub fn scale_delta(delta: u64, mul: u32, shift: i8) -> u64 {
 /// One `pvclock_vcpu_time_info` snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TimeInfo {
+    /// Odd while the structure is being written.
     pub version: u32,
+    /// The guest TSC when `system_time` was taken.
     pub tsc_timestamp: u64,
+    /// The VM clock (ns) at `tsc_timestamp`.
     pub system_time: u64,
+    /// TSC ticks to ns: multiplier (32.32 fixed point) ...
     pub tsc_to_system_mul: u32,
+    /// ... after shifting by this (left if positive).
     pub tsc_shift: i8,
+    /// `PVCLOCK_*` flags.
     pub flags: u8,
 }
 
