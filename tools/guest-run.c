@@ -18,6 +18,7 @@
  * a UNIX socket this program adds to the command line) go into the console
  * log. The result line gives the seconds from QEMU's start to the marker.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -88,6 +89,33 @@ static size_t feed(char *buf, size_t len, int flush, void (*fn)(const char *))
 	return len - start;
 }
 
+/*
+ * Where a kernel message ("[    6.601433] ...") starts inside @l after other
+ * text, or NULL.
+ */
+static const char *kmsg_inside(const char *l)
+{
+	const char *p;
+
+	for (p = strchr(l + 1, '['); p && *l; p = strchr(p + 1, '[')) {
+		const char *q = p + 1;
+
+		while (*q == ' ')
+			q++;
+		if (!isdigit((unsigned char)*q))
+			continue;
+		while (isdigit((unsigned char)*q))
+			q++;
+		if (*q++ != '.' || !isdigit((unsigned char)*q))
+			continue;
+		while (isdigit((unsigned char)*q))
+			q++;
+		if (*q == ']')
+			return p;
+	}
+	return NULL;
+}
+
 /* Asks QEMU's monitor for every vCPU's registers; they go into the log. */
 static void dump_registers(const char *sock_path)
 {
@@ -133,7 +161,7 @@ int main(int argc, char **argv)
 	int seen[MAX_EXPECT] = { 0 }, nexpect = 0, num = 1, timeout_s = 120, opt, status = 0;
 	int pipefd[2], timed_out = 0, exited = 0, ok, i;
 	double start, marker_at = -1;
-	char sock_path[108], buf[8192], **qargv;
+	char sock_path[108], buf[8192], joined[16384], carry[8192] = "", **qargv;
 	size_t have = 0;
 	pid_t pid;
 
@@ -211,12 +239,25 @@ int main(int argc, char **argv)
 				buf[j] = 0;
 				if (j > s) {
 					const char *line = buf + s;
+					const char *kmsg;
 					int k;
 
-					if (marker_at < 0 && strstr(line, marker))
+					/*
+					 * The kernel's console can cut into a
+					 * line /init is writing: the part before
+					 * the kernel's "[ seconds]" is carried to
+					 * the next line, which continues it.
+					 */
+					snprintf(joined, sizeof(joined), "%s%s", carry, line);
+					carry[0] = 0;
+					kmsg = kmsg_inside(joined);
+					if (kmsg)
+						snprintf(carry, sizeof(carry), "%.*s",
+							 (int)(kmsg - joined), joined);
+					if (marker_at < 0 && strstr(joined, marker))
 						marker_at = now() - start;
-					for (k = 0; k < nexpect; k++)
-						if (!strncmp(line, expect[k], strlen(expect[k])))
+					for (k = 0; !kmsg && k < nexpect; k++)
+						if (!strncmp(joined, expect[k], strlen(expect[k])))
 							seen[k] = 1;
 					console_line(line);
 				}
