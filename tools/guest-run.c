@@ -14,11 +14,12 @@
  * console line, and QEMU exits 0 by itself. Otherwise the result is "not ok"
  * with the console's last lines as TAP diagnostics ("# tail | ..."); -d TODO
  * marks it "# TODO TODO" (an expected failure). On a timeout, before
- * killing QEMU, the vCPUs' registers ("info registers -a" on QEMU's monitor,
- * a UNIX socket this program adds to the command line) go into the console
- * log. The result line gives the seconds from QEMU's start to the marker.
+ * killing QEMU, what the guest was doing goes into the console log: the
+ * vCPUs' registers and local APICs (QEMU's monitor, on a UNIX socket this
+ * program adds to the command line) and QEMU's threads (dump_state). The result line gives the seconds from QEMU's start to the marker.
  */
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -68,7 +69,8 @@ static void console_line(const char *line)
 }
 
 /* Splits BUF (LEN bytes more in it) into lines; keeps a partial last line. */
-static size_t feed(char *buf, size_t len, int flush, void (*fn)(const char *))
+/* Not inlined: GCC then sees sizes it cannot bound and warns. */
+static __attribute__((noinline)) size_t feed(char *buf, size_t len, int flush, void (*fn)(const char *))
 {
 	size_t start = 0, i;
 
@@ -116,16 +118,18 @@ static const char *kmsg_inside(const char *l)
 	return NULL;
 }
 
-/* Asks QEMU's monitor for every vCPU's registers; they go into the log. */
-static void dump_registers(const char *sock_path)
+/* Sends one command to QEMU's monitor; its answer goes into the log. */
+static void monitor_command(const char *sock_path, const char *cmd)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char buf[65536];
-	size_t have = 0;
+	static char buf[65536];
+	char line[128];
+	size_t have = 0, len;
 	double until;
 	int fd;
 
-	console_line("guest-run: timeout: info registers -a (QEMU monitor):");
+	snprintf(line, sizeof(line), "guest-run: timeout: %s (QEMU monitor):", cmd);
+	console_line(line);
 	fd = socket(AF_UNIX, SOCK_STREAM, 0);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock_path);
 	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
@@ -134,7 +138,9 @@ static void dump_registers(const char *sock_path)
 			close(fd);
 		return;
 	}
-	if (write(fd, "info registers -a\n", 18) != 18)
+	snprintf(line, sizeof(line), "%s\n", cmd);
+	len = strlen(line);
+	if (write(fd, line, len) != (ssize_t)len)
 		console_line("guest-run: could not write to the monitor");
 	/* The monitor answers at once; stop reading after 3 s or 1 s of quiet. */
 	until = now() + 3;
@@ -155,11 +161,67 @@ static void dump_registers(const char *sock_path)
 	close(fd);
 }
 
+/* Copies one small /proc file into the log, each line behind PREFIX. */
+static void log_proc_file(const char *path, const char *prefix)
+{
+	char buf[4096], line[4400];
+	size_t have = 0;
+	ssize_t r;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return;
+	while (have < sizeof(buf) - 1 && (r = read(fd, buf + have, sizeof(buf) - 1 - have)) > 0)
+		have += r;
+	close(fd);
+	buf[have] = 0;
+	for (char *l = strtok(buf, "\n"); l; l = strtok(NULL, "\n")) {
+		snprintf(line, sizeof(line), "%s%s", prefix, l);
+		console_line(line);
+	}
+}
+
+/*
+ * What a hung guest was doing: every vCPU's registers twice, two seconds
+ * apart (a spinning vCPU moves, a stuck one does not), QEMU's view of each
+ * local APIC (KVM_GET_LAPIC) and each QEMU thread's state and kernel stack
+ * (a vCPU thread asleep in KVM_RUN shows where).
+ */
+static void dump_state(const char *sock_path, pid_t qemu, int cpus)
+{
+	char path[320], prefix[300], cmd[32];
+	struct dirent *d;
+	DIR *dir;
+
+	monitor_command(sock_path, "info registers -a");
+	for (int i = 0; i < cpus; i++) {
+		snprintf(cmd, sizeof(cmd), "info lapic %d", i);
+		monitor_command(sock_path, cmd);
+	}
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)qemu);
+	dir = opendir(path);
+	while (dir && (d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(prefix, sizeof(prefix), "guest-run: thread %s: ", d->d_name);
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/comm", (int)qemu, d->d_name);
+		log_proc_file(path, prefix);
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stat", (int)qemu, d->d_name);
+		log_proc_file(path, prefix);
+		snprintf(path, sizeof(path), "/proc/%d/task/%s/stack", (int)qemu, d->d_name);
+		log_proc_file(path, prefix);
+	}
+	if (dir)
+		closedir(dir);
+	sleep(2);
+	monitor_command(sock_path, "info registers -a");
+}
+
 int main(int argc, char **argv)
 {
 	const char *marker = "RKVM-GUEST-USERSPACE-OK", *todo = NULL, *expect[MAX_EXPECT];
 	int seen[MAX_EXPECT] = { 0 }, nexpect = 0, num = 1, timeout_s = 120, opt, status = 0;
-	int pipefd[2], timed_out = 0, exited = 0, ok, i;
+	int pipefd[2], timed_out = 0, exited = 0, ok, i, cpus = 1;
 	double start, marker_at = -1;
 	char sock_path[108], buf[8192], joined[16384], carry[8192] = "", **qargv;
 	size_t have = 0;
@@ -192,8 +254,11 @@ int main(int argc, char **argv)
 	qargv = calloc(argc - optind + 3, sizeof(*qargv));
 	if (!qargv)
 		return 2;
-	for (i = optind; i < argc; i++)
+	for (i = optind; i < argc; i++) {
 		qargv[i - optind] = argv[i];
+		if (!strcmp(argv[i], "-smp") && i + 1 < argc)
+			cpus = atoi(argv[i + 1]);
+	}
 	qargv[i - optind] = "-monitor";
 	if (asprintf(&qargv[i - optind + 1], "unix:%s,server=on,wait=off", sock_path) < 0)
 		return 2;
@@ -277,7 +342,7 @@ int main(int argc, char **argv)
 		console_line(buf);
 	}
 	if (timed_out)
-		dump_registers(sock_path);
+		dump_state(sock_path, pid, cpus);
 	if (timed_out)
 		kill(-pid, SIGKILL);	/* its process group: QEMU and its threads */
 	if (waitpid(pid, &status, 0) == pid)

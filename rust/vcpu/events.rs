@@ -106,16 +106,23 @@ impl<B: Backend> Inner<B> {
         }
     }
 
+    /// Whether userspace's PIC vector has a place (`kvm_cpu_accept_dm_intr`):
+    /// none queued and, with the APIC in the kernel, LINT0 taking ExtINT.
+    /// Only then does `request_interrupt_window` open a window: with LINT0
+    /// masked, an open window would exit at once on every entry and the
+    /// guest would never run.
+    pub(super) fn accepts_pic_interrupt(&self) -> bool {
+        self.apic
+            .as_ref()
+            .is_none_or(|a| a.extint.is_none() && a.lapic.accepts_pic_interrupt())
+    }
+
     /// `kvm_run.ready_for_interrupt_injection`: interrupts are unblocked,
     /// no event is half delivered or pending, and userspace's PIC vector
     /// has a place (none queued; with the APIC in the kernel, also LINT0
     /// taking ExtINT).
     pub(super) fn ready_for_interrupt(&self) -> bool {
-        let pic_ok = self
-            .apic
-            .as_ref()
-            .is_none_or(|a| a.extint.is_none() && a.lapic.accepts_pic_interrupt());
-        pic_ok
+        self.accepts_pic_interrupt()
             && interrupts_enabled(self.arch.rflags())
             && self.arch.interrupt_shadow() == 0
             && !self.events.needs_reinjection()

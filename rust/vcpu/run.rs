@@ -119,7 +119,8 @@ impl<B: Backend> Vcpu<B> {
             }
             inner.pvclock_sync(vm);
             self.sync_to_vapic(vm, inner);
-            let e = self.enter(vm, inner, irq_window)?;
+            let window = irq_window && inner.accepts_pic_interrupt();
+            let e = self.enter(vm, inner, window)?;
             self.sync_from_vapic(vm, inner);
             let flow = self.handle_exit(vm, inner, e)?;
             if let Flow::User = inner.step_trap(flow) {
