@@ -16,7 +16,8 @@
  * marks it "# TODO TODO" (an expected failure). On a timeout, before
  * killing QEMU, what the guest was doing goes into the console log: the
  * vCPUs' registers and local APICs (QEMU's monitor, on a UNIX socket this
- * program adds to the command line) and QEMU's threads (dump_state). The result line gives the seconds from QEMU's start to the marker.
+ * program adds to the command line) and QEMU's threads (dump_state); the
+ * same once when the console has been quiet for QUIET_S seconds. The result line gives the seconds from QEMU's start to the marker.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -34,6 +35,9 @@
 #include <unistd.h>
 
 #define TAIL 25
+/* A console quiet this long (seconds) gets its guest's state logged. */
+#define QUIET_S 8
+#define QUIET_STR "8"
 #define MAX_EXPECT 8
 
 static const char *name;
@@ -222,7 +226,8 @@ int main(int argc, char **argv)
 	const char *marker = "RKVM-GUEST-USERSPACE-OK", *todo = NULL, *expect[MAX_EXPECT];
 	int seen[MAX_EXPECT] = { 0 }, nexpect = 0, num = 1, timeout_s = 120, opt, status = 0;
 	int pipefd[2], timed_out = 0, exited = 0, ok, i, cpus = 1;
-	double start, marker_at = -1;
+	double start, marker_at = -1, last_output;
+	int quiet_dumped = 0;
 	char sock_path[108], buf[8192], joined[16384], carry[8192] = "", **qargv;
 	size_t have = 0;
 	pid_t pid;
@@ -266,6 +271,7 @@ int main(int argc, char **argv)
 	if (pipe(pipefd))
 		return 2;
 	start = now();
+	last_output = start;
 	pid = fork();
 	if (pid == 0) {
 		dup2(pipefd[1], 1);
@@ -288,8 +294,17 @@ int main(int argc, char **argv)
 			timed_out = 1;
 			break;
 		}
+		/* A console quiet for QUIET_S: what the guest does, once. */
+		if (!quiet_dumped && now() - last_output > QUIET_S) {
+			console_line("guest-run: the console has been quiet for " QUIET_STR " s");
+			dump_state(sock_path, pid, cpus);
+			quiet_dumped = 1;
+		}
+		if (!quiet_dumped && left > last_output + QUIET_S - now())
+			left = last_output + QUIET_S - now() + 0.01;
 		if (poll(&p, 1, (int)(left * 1000) + 1) <= 0)
 			continue;
+		last_output = now();
 		r = read(pipefd[0], buf + have, sizeof(buf) - 1 - have);
 		if (r <= 0)
 			break;	/* QEMU closed its output: it exited */
