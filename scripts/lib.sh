@@ -63,9 +63,12 @@ kbuild_dir() {
 
 # THE SWITCH for the guests leg: "todo" reports the Linux boots on /dev/rkvm
 # as TAP "# TODO" (expected failures, neither passed nor failed); "pass"
-# makes them count like the /dev/kvm boots. Flip it to pass when rkvm boots
+# makes them count like the /dev/kvm boots; "skip" (today) does not boot
+# them: a boot on rkvm can leave the test VM hung (a lockdep "inconsistent
+# lock state" splat, a host timer interrupt taken with IF=0) and no CI run
+# may hang. RKVM_GUEST_BOOTS=todo runs them. Flip it to pass when rkvm boots
 # Linux (also what make run will boot on /dev/rkvm then).
-RKVM_GUEST_BOOTS=${RKVM_GUEST_BOOTS:-todo}
+RKVM_GUEST_BOOTS=${RKVM_GUEST_BOOTS:-skip}
 
 # Cache key of the guest kernel (scripts/build-guest-kernel): kernel
 # version, tests/guest/kernel.config, the build script, the compiler.
