@@ -56,7 +56,8 @@ help:
 	@echo '           BOCHS=0|1 (default 1), VENDOR=amd|intel (make run),'
 	@echo '           VM_LEGS=kvm,module,rkvm,guests, VM_TESTS=a_test,b_test (scripts/vm),'
 	@echo '           GUEST_TIMEOUT=<s per guest boot>, RKVM_GUEST_BOOTS=skip|todo|pass,'
-	@echo '           VM_GUESTS=rkvm-smp1-kernel,... (those boots only), VM_MONITOR=<socket>'
+	@echo '           VM_GUESTS=rkvm-smp1-kernel,... (those boots only),'
+	@echo '           GUEST_REPEAT=<N> (each boot N times), VM_MONITOR=<socket>'
 	@echo '           BOCHS_LEGS, BOCHS_TESTS, BOCHS_SCALE, BOCHS_CPU, BOCHS_MEGS,'
 	@echo '           BOCHS_TIMEOUT (scripts/bochs; Documentation/testing.rst)'
 
@@ -151,7 +152,7 @@ check: bootstrap host-test lint module tests guest $(if $(filter 1,$(BOCHS)),boc
 bochs-check: bochs-module tests
 	@scripts/bochs check
 
-run: $(if $(filter intel,$(VENDOR)),bochs-module,module) tests $(BUILD)/tools/rkvm-run
+run: $(if $(filter intel,$(VENDOR)),bochs-module,module guest) tests $(BUILD)/tools/rkvm-run
 	@case "$(VENDOR)" in amd) scripts/vm run ;; intel) scripts/bochs run ;; \
 	*) echo "rkvm: error: VENDOR=$(VENDOR): expected amd or intel" >&2; exit 1 ;; esac
 

@@ -186,10 +186,10 @@ static void log_proc_file(const char *path, const char *prefix)
 }
 
 /*
- * What a hung guest was doing: every vCPU's registers twice, two seconds
- * apart (a spinning vCPU moves, a stuck one does not), QEMU's view of each
- * local APIC (KVM_GET_LAPIC) and each QEMU thread's state and kernel stack
- * (a vCPU thread asleep in KVM_RUN shows where).
+ * What a hung guest was doing: QEMU's run state, every vCPU's registers
+ * twice, two seconds apart (a spinning vCPU moves, a stuck one does not),
+ * QEMU's view of each local APIC (KVM_GET_LAPIC) and each QEMU thread's
+ * state and kernel stack (a vCPU thread asleep in KVM_RUN shows where).
  */
 static void dump_state(const char *sock_path, pid_t qemu, int cpus)
 {
@@ -197,6 +197,8 @@ static void dump_state(const char *sock_path, pid_t qemu, int cpus)
 	struct dirent *d;
 	DIR *dir;
 
+	/* "paused (shutdown)" under -action shutdown=pause: a triple fault. */
+	monitor_command(sock_path, "info status");
 	monitor_command(sock_path, "info registers -a");
 	for (int i = 0; i < cpus; i++) {
 		snprintf(cmd, sizeof(cmd), "info lapic %d", i);
