@@ -229,7 +229,8 @@ int main(int argc, char **argv)
 	int seen[MAX_EXPECT] = { 0 }, nexpect = 0, num = 1, timeout_s = 120, opt, status = 0;
 	int pipefd[2], timed_out = 0, exited = 0, ok, i, cpus = 1;
 	double start, marker_at = -1, last_output;
-	int quiet_dumped = 0;
+	int quiet_dumped = 0, read_err = 0;
+	double closed_at = -1, exited_at = -1;
 	char sock_path[108], buf[8192], joined[16384], carry[8192] = "", **qargv;
 	size_t have = 0;
 	pid_t pid;
@@ -308,8 +309,12 @@ int main(int argc, char **argv)
 			continue;
 		last_output = now();
 		r = read(pipefd[0], buf + have, sizeof(buf) - 1 - have);
-		if (r <= 0)
-			break;	/* QEMU closed its output: it exited */
+		if (r <= 0) {
+			/* QEMU closed its output: normally, it exited. */
+			closed_at = now() - start;
+			read_err = r < 0 ? errno : 0;
+			break;
+		}
 		have += r;
 		/* Each complete line: the marker, the expected lines, the log. */
 		{
@@ -338,8 +343,15 @@ int main(int argc, char **argv)
 							 (int)(kmsg - joined), joined);
 					if (marker_at < 0 && strstr(joined, marker))
 						marker_at = now() - start;
-					for (k = 0; !kmsg && k < nexpect; k++)
-						if (!strncmp(joined, expect[k], strlen(expect[k])))
+					/*
+					 * A prefix match holds whatever the kernel
+					 * wrote after it; the carried part may also
+					 * have been a whole line whose end the
+					 * kernel's line took: try the line alone too.
+					 */
+					for (k = 0; k < nexpect; k++)
+						if (!strncmp(joined, expect[k], strlen(expect[k])) ||
+						    !strncmp(line, expect[k], strlen(expect[k])))
 							seen[k] = 1;
 					console_line(line);
 				}
@@ -364,6 +376,7 @@ int main(int argc, char **argv)
 		kill(-pid, SIGKILL);	/* its process group: QEMU and its threads */
 	if (waitpid(pid, &status, 0) == pid)
 		exited = WIFEXITED(status);
+	exited_at = now() - start;
 	unlink(sock_path);
 
 	ok = !timed_out && marker_at >= 0 && exited && WEXITSTATUS(status) == 0;
@@ -390,8 +403,13 @@ int main(int argc, char **argv)
 			printf("# %s: no poweroff within %d s\n", name, timeout_s);
 		else if (!exited)
 			printf("# %s: QEMU was killed by signal %d\n", name, WTERMSIG(status));
-		else if (WEXITSTATUS(status))
+		else
 			printf("# %s: QEMU exited %d\n", name, WEXITSTATUS(status));
+		/* Output that ends long before QEMU does was lost on the way. */
+		if (closed_at >= 0)
+			printf("# %s: QEMU's output ended after %.2f s (%s), QEMU after %.2f s\n",
+			       name, closed_at, read_err ? strerror(read_err) : "end of file",
+			       exited_at);
 		if (marker_at < 0)
 			printf("# %s: no userspace marker (%s)\n", name, marker);
 		for (i = 0; i < nexpect; i++)
