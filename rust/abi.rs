@@ -23,6 +23,7 @@ pub(crate) const KVM_CREATE_VM: u32 = _IO(KVMIO, 0x01);
 pub(crate) const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);
 pub(crate) const KVM_GET_VCPU_MMAP_SIZE: u32 = _IO(KVMIO, 0x04);
 pub(crate) const KVM_GET_MSR_INDEX_LIST: u32 = _IOWR::<u32>(KVMIO, 0x02);
+pub(crate) const KVM_GET_MSR_FEATURE_INDEX_LIST: u32 = _IOWR::<u32>(KVMIO, 0x0a);
 pub(crate) const KVM_GET_SUPPORTED_CPUID: u32 = _IOWR::<KvmCpuid2Header>(KVMIO, 0x05);
 pub(crate) const KVM_X86_GET_MCE_CAP_SUPPORTED: u32 = _IOR::<u64>(KVMIO, 0x9d);
 
@@ -127,6 +128,7 @@ const KVM_CAP_ENABLE_CAP_VM: usize = 98;
 const KVM_CAP_IOEVENTFD_NO_LENGTH: usize = 100;
 const KVM_CAP_IMMEDIATE_EXIT: usize = 136;
 const KVM_CAP_XSAVE2: usize = 208;
+const KVM_CAP_GET_MSR_FEATURES: usize = 153;
 const KVM_CAP_USER_MEMORY2: usize = 231;
 const KVM_CAP_SET_GUEST_DEBUG2: usize = 195;
 
@@ -162,7 +164,8 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_IOEVENTFD_ANY_LENGTH
         | KVM_CAP_IRQCHIP
         | KVM_CAP_IRQFD
-        | KVM_CAP_IRQ_INJECT_STATUS => 1,
+        | KVM_CAP_IRQ_INJECT_STATUS
+        | KVM_CAP_GET_MSR_FEATURES => 1,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         // The bank count, as KVM.

@@ -32,6 +32,9 @@ impl MiscDevice for RkvmDev {
             }
             abi::KVM_GET_SUPPORTED_CPUID => crate::guest_cpuid::get_supported_cpuid(arg),
             abi::KVM_GET_MSR_INDEX_LIST => crate::vcpu::msr_index_list(arg),
+            abi::KVM_GET_MSR_FEATURE_INDEX_LIST => crate::vcpu::feature_msr_index_list(arg),
+            // On the system fd it reads the feature MSRs.
+            abi::KVM_GET_MSRS => crate::vcpu::get_feature_msrs(arg),
             abi::KVM_X86_GET_MCE_CAP_SUPPORTED => crate::vcpu::mce_cap_supported(arg),
             // KVM answers EINVAL, not ENOTTY, for unknown system ioctls and
             // for a non-zero argument where none is taken.

@@ -42,7 +42,7 @@ use apic::Apic;
 pub(crate) use apic::VcpuBell;
 pub(crate) use debug::DebugExit;
 use mmio::Frags;
-pub(crate) use msr::{mce_cap_supported, msr_index_list};
+pub(crate) use msr::{feature_msr_index_list, get_feature_msrs, mce_cap_supported, msr_index_list};
 
 /// Offsets in `struct kvm_run` (asserted in core/src/uapi.rs).
 const RUN_REQUEST_INTERRUPT_WINDOW: usize = 0;

@@ -9,6 +9,7 @@ extern "C" {
     fn rkvm_rdmsr_safe(msr: u32, val: *mut u64) -> i32;
     fn rkvm_on_each_cpu(func: unsafe extern "C" fn(*mut c_void), info: *mut c_void);
     fn rkvm_read_cr4() -> usize;
+    fn rkvm_lfence_serializing() -> bool;
 }
 
 /// The four registers CPUID returns.
@@ -42,6 +43,13 @@ pub(crate) fn rdmsr_safe(msr: u32) -> Result<u64> {
     } else {
         Err(EIO)
     }
+}
+
+/// Whether the host kernel made LFENCE dispatch-serialising
+/// (`X86_FEATURE_LFENCE_RDTSC`), which decides the `DE_CFG` bit KVM offers.
+pub(crate) fn lfence_serializing() -> bool {
+    // SAFETY: the helper only tests a boot-time CPU capability bit.
+    unsafe { rkvm_lfence_serializing() }
 }
 
 /// Reads this CPU's real CR4 (not the kernel's shadow copy).

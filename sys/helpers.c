@@ -23,6 +23,7 @@
 #include <linux/timekeeping.h>
 #include <trace/events/ipi.h>
 #include <linux/vmstat.h>
+#include <asm/cpufeature.h>
 #include <asm/debugreg.h>
 #include <asm/fpu/api.h>
 #include <asm/msr.h>
@@ -39,6 +40,12 @@ int rkvm_rdmsr_safe(u32 msr, u64 *val)
 void rkvm_on_each_cpu(void (*fn)(void *info), void *info)
 {
 	on_each_cpu(fn, info, 1);
+}
+
+/* Whether the kernel made LFENCE dispatch-serialising (AMD's DE_CFG bit). */
+bool rkvm_lfence_serializing(void)
+{
+	return cpu_feature_enabled(X86_FEATURE_LFENCE_RDTSC);
 }
 
 /* The real CR4 of this CPU, not the kernel's per-CPU shadow of it. */

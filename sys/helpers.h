@@ -15,6 +15,7 @@ struct page;
 int rkvm_rdmsr_safe(u32 msr, u64 *val);
 void rkvm_on_each_cpu(void (*fn)(void *info), void *info);
 unsigned long rkvm_read_cr4(void);
+bool rkvm_lfence_serializing(void);
 void rkvm_local_irq_disable(void);
 void rkvm_local_irq_enable(void);
 void rkvm_preempt_disable(void);

@@ -19,7 +19,7 @@ use crate::{
         self,
         mce::{self, Inject, Mce},
         mtrr::{self, Mtrrs},
-        APIC_BASE, EFER, FEATURE_CONTROL, K7_HWCR, MISC_ENABLE, MISC_FEATURES_ENABLES, PAT,
+        APIC_BASE, DE_CFG, EFER, FEATURE_CONTROL, K7_HWCR, MISC_ENABLE, MISC_FEATURES_ENABLES, PAT,
         PLATFORM_INFO, POWER_CTL, SMI_COUNT, TSC, TSC_ADJUST, TSC_AUX, UCODE_REV, VM_HSAVE_PA,
     },
     sys::{cpu, uaccess},
@@ -53,6 +53,8 @@ pub(super) struct MsrState {
     pub(super) feature_control: u64,
     /// `MSR_VM_HSAVE_PA` (SVM; stored only, there is no nesting).
     pub(super) hsave_pa: u64,
+    /// `MSR_AMD64_DE_CFG` (SVM).
+    pub(super) de_cfg: u64,
 }
 
 impl MsrState {
@@ -71,6 +73,7 @@ impl MsrState {
             power_ctl: 0,
             feature_control: 0,
             hsave_pa: 0,
+            de_cfg: 0,
         }
     }
 
@@ -133,6 +136,7 @@ impl<B: Backend> Inner<B> {
             K7_HWCR => m.hwcr,
             // Outside SVM, KVM reads it as 0.
             VM_HSAVE_PA => m.hsave_pa,
+            DE_CFG if svm::<B>() => m.de_cfg,
             FEATURE_CONTROL if !svm::<B>() => m.feature_control,
             mce::MCG_EXT_CTL if !svm::<B>() => {
                 msr::mcg_ext_ctl_allowed(host, m.feature_control).then_some(m.mce.ext_ctl)?
@@ -180,6 +184,14 @@ impl<B: Backend> Inner<B> {
             },
             // Outside SVM, KVM drops the write.
             VM_HSAVE_PA => {}
+            // Guest and host alike: only the bits the host offers.
+            DE_CFG if svm::<B>() => {
+                let offered = msr::feature_value(DE_CFG, true, &feature_host()).unwrap_or(0);
+                if v & !offered != 0 {
+                    return Some(false);
+                }
+                m.de_cfg = v;
+            }
             FEATURE_CONTROL if !svm::<B>() => {
                 let guest = msr::feature_control_guest_bits(caps.vmx, m.mce.cap);
                 if !msr::feature_control_valid(v, m.feature_control, host, guest) {
@@ -271,7 +283,7 @@ impl<B: Backend> Inner<B> {
     /// run, a feature MSR (of those rkvm has, `PLATFORM_INFO`) takes only
     /// its current value (`do_set_msr`, `kvm_is_immutable_feature_msr`).
     fn feature_msr_writable(&self, index: u32, v: u64) -> bool {
-        !self.has_run || index != PLATFORM_INFO || v == self.msrs.platform_info
+        !self.has_run || !msr::feature_immutable(index) || self.get_msr(index, true) == Some(v)
     }
 
     /// `KVM_X86_SET_MCE` on the model; what it asks of the vCPU goes
@@ -340,13 +352,10 @@ impl<B: Backend> Vcpu<B> {
             let ok = if write {
                 inner.feature_msr_writable(e.index, e.data) && inner.set_msr(e.index, e.data, true)
             } else {
-                match inner.get_msr(e.index, true) {
-                    Some(v) => {
-                        e.data = v;
-                        true
-                    }
-                    None => false,
-                }
+                let v = inner.get_msr(e.index, true);
+                // KVM zeroes the entry whose read fails, and copies it out.
+                e.data = v.unwrap_or(0);
+                v.is_some()
             };
             if !ok {
                 break;
@@ -355,31 +364,87 @@ impl<B: Backend> Vcpu<B> {
         }
         drop(inner);
         if !write {
-            uaccess::write_array(arg + 8, &entries[..n])?;
+            uaccess::write_array(arg + 8, &entries[..entries.len().min(n + 1)])?;
         }
         Ok(n as isize)
     }
 }
 
-/// `KVM_GET_MSR_INDEX_LIST` (system ioctl): writes the count back; `E2BIG`
-/// if `nmsrs` is too small for the list, which then is not written.
-pub(crate) fn msr_index_list(arg: usize) -> Result<isize> {
-    let room: u32 = uaccess::read(arg)?;
+/// Whether the loaded backend is SVM (for the system ioctls).
+fn host_svm() -> bool {
+    crate::loaded_cpu() == Some(Vendor::Amd)
+}
+
+/// The host facts behind the feature MSRs' values.
+fn feature_host() -> msr::FeatureHost {
+    msr::FeatureHost {
+        // KVM ignores a failed read too (and then offers 0).
+        ucode_rev: cpu::rdmsr_safe(UCODE_REV).unwrap_or(0),
+        lfence_serializing: cpu::lfence_serializing(),
+    }
+}
+
+/// What `KVM_GET_MSR_INDEX_LIST` lists (see [`msr::saved`]), with the
+/// kvmclock MSRs.
+fn saved_msrs() -> Result<KVec<u32>> {
     let caps = GuestCaps::from_entries(&guest_cpuid::supported()?);
-    let svm = crate::loaded_cpu() == Some(Vendor::Amd);
     let mut list = KVec::new();
-    for m in msr::saved(caps.rdtscp || caps.rdpid, svm) {
+    let saved = msr::saved(caps.rdtscp || caps.rdpid, host_svm());
+    for m in Iterator::chain(saved, crate::kvmclock::MSRS) {
         list.push(m, GFP_KERNEL)?;
     }
-    for m in crate::kvmclock::MSRS {
-        list.push(m, GFP_KERNEL)?;
-    }
+    Ok(list)
+}
+
+/// The `struct kvm_msr_list` protocol: writes the count back; `E2BIG` if
+/// `nmsrs` is too small for the list, which then is not written.
+fn write_msr_list(arg: usize, list: &[u32]) -> Result<isize> {
+    let room: u32 = uaccess::read(arg)?;
     uaccess::write(arg, &(list.len() as u32))?;
     if (room as usize) < list.len() {
         return Err(E2BIG);
     }
-    uaccess::write_array(arg + 4, &list)?;
+    uaccess::write_array(arg + 4, list)?;
     Ok(0)
+}
+
+/// `KVM_GET_MSR_INDEX_LIST` (system ioctl).
+pub(crate) fn msr_index_list(arg: usize) -> Result<isize> {
+    write_msr_list(arg, &saved_msrs()?)
+}
+
+/// `KVM_GET_MSR_FEATURE_INDEX_LIST` (system ioctl): [`msr::features`].
+pub(crate) fn feature_msr_index_list(arg: usize) -> Result<isize> {
+    let mut list = KVec::new();
+    for m in msr::features(host_svm()) {
+        list.push(m, GFP_KERNEL)?;
+    }
+    write_msr_list(arg, &list)
+}
+
+/// `KVM_GET_MSRS` on the system fd (`kvm_get_feature_msrs`): the feature
+/// MSRs' values, entries in order until the first that fails, which is
+/// zeroed; the count read is returned. As KVM, an MSR of
+/// `KVM_GET_MSR_INDEX_LIST` that is no feature MSR reads as 0.
+pub(crate) fn get_feature_msrs(arg: usize) -> Result<isize> {
+    let hdr: KvmMsrsHeader = uaccess::read(arg)?;
+    if hdr.nmsrs >= MAX_IO_MSRS {
+        return Err(E2BIG);
+    }
+    let mut entries = uaccess::read_array::<KvmMsrEntry>(arg + 8, hdr.nmsrs as usize)?;
+    let (svm, host, saved) = (host_svm(), feature_host(), saved_msrs()?);
+    let mut n = 0;
+    for e in entries.iter_mut() {
+        let v = msr::feature_value(e.index, svm, &host)
+            .or_else(|| saved.contains(&e.index).then_some(0));
+        e.data = v.unwrap_or(0);
+        if v.is_none() {
+            break;
+        }
+        n += 1;
+    }
+    uaccess::write_array(arg + 8, &entries[..entries.len().min(n + 1)])?;
+    Ok(n as isize)
 }
 
 /// `KVM_X86_GET_MCE_CAP_SUPPORTED` (system ioctl): the `MCG_CAP` bits

@@ -69,6 +69,11 @@ pub const TSC_AUX: u32 = 0xc000_0103;
 pub const K7_HWCR: u32 = 0xc001_0015;
 /// `MSR_VM_HSAVE_PA`: the host save area of nested SVM (AMD only).
 pub const VM_HSAVE_PA: u32 = 0xc001_0117;
+/// `MSR_AMD64_DE_CFG`: decode configuration (SVM only in KVM).
+pub const DE_CFG: u32 = 0xc001_1029;
+
+/// `DE_CFG.LFENCE_SERIALIZE`: LFENCE is dispatch-serialising.
+pub const DE_CFG_LFENCE_SERIALIZE: u64 = 1 << 1;
 
 /// `MSR_PLATFORM_INFO.CPUID_FAULT`: CPUID faulting is available (KVM's
 /// value at vCPU creation).
@@ -267,6 +272,53 @@ pub fn saved(tsc_aux: bool, svm: bool) -> impl Iterator<Item = u32> {
         .chain(EMULATED_LATE)
 }
 
+/// What `KVM_GET_MSR_FEATURE_INDEX_LIST` lists: the MSRs that describe
+/// what a vCPU may have rather than hold its state, in KVM's order
+/// (`msr_based_features_all_except_vmx`). Of KVM's list rkvm has
+/// `DE_CFG` (SVM only, as KVM's vendor hook), the microcode revision and
+/// `PLATFORM_INFO`; it lacks `ARCH_CAPABILITIES` and `PERF_CAPABILITIES`
+/// (neither is virtualised) and the VMX capability MSRs (no nesting).
+pub fn features(svm: bool) -> impl Iterator<Item = u32> {
+    svm.then_some(DE_CFG)
+        .into_iter()
+        .chain([UCODE_REV, PLATFORM_INFO])
+}
+
+/// The host facts a feature MSR's value comes from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FeatureHost {
+    /// The host CPU's microcode revision (`IA32_BIOS_SIGN_ID`).
+    pub ucode_rev: u64,
+    /// The host kernel made LFENCE serialising (`X86_FEATURE_LFENCE_RDTSC`).
+    pub lfence_serializing: bool,
+}
+
+/// A feature MSR's value as the system `KVM_GET_MSRS` reads it
+/// (`kvm_get_feature_msr`), or `None` if `msr` is not one of
+/// [`features`]`(svm)`. For `DE_CFG` it is also the set of bits a write
+/// may set.
+pub fn feature_value(msr: u32, svm: bool, host: &FeatureHost) -> Option<u64> {
+    Some(match msr {
+        DE_CFG if svm => {
+            if host.lfence_serializing {
+                DE_CFG_LFENCE_SERIALIZE
+            } else {
+                0
+            }
+        }
+        UCODE_REV => host.ucode_rev,
+        PLATFORM_INFO => PLATFORM_INFO_CPUID_FAULT,
+        _ => return None,
+    })
+}
+
+/// Whether `msr` is a feature MSR that a `KVM_SET_MSRS` may not change
+/// once the vCPU has run (`kvm_is_immutable_feature_msr`): all of
+/// [`features`] but the microcode revision, which follows microcode loads.
+pub fn feature_immutable(msr: u32) -> bool {
+    matches!(msr, DE_CFG | PLATFORM_INFO)
+}
+
 /// `IA32_MISC_ENABLE.EMON`: performance monitoring available (read-only
 /// for the guest: its writes are ignored).
 pub const MISC_ENABLE_EMON: u64 = 1 << 7;
@@ -405,6 +457,42 @@ pub fn xcr0_valid(index: u32, xcr0: u64, guest_supported: u64) -> bool {
 mod tests {
     use super::*;
     use crate::x86::{EFER_NX, EFER_SCE};
+
+    #[test]
+    fn feature_list_is_kvms_order_with_de_cfg_on_svm_only() {
+        assert!(features(true).eq([DE_CFG, UCODE_REV, PLATFORM_INFO]));
+        assert!(features(false).eq([UCODE_REV, PLATFORM_INFO]));
+    }
+
+    #[test]
+    fn feature_values_follow_the_host() {
+        let host = FeatureHost {
+            ucode_rev: 0x1234_0000_0000,
+            lfence_serializing: true,
+        };
+        assert_eq!(
+            feature_value(UCODE_REV, true, &host),
+            Some(0x1234_0000_0000)
+        );
+        assert_eq!(
+            feature_value(DE_CFG, true, &host),
+            Some(DE_CFG_LFENCE_SERIALIZE)
+        );
+        assert_eq!(feature_value(DE_CFG, false, &host), None);
+        let plain = FeatureHost::default();
+        assert_eq!(feature_value(DE_CFG, true, &plain), Some(0));
+        assert_eq!(
+            feature_value(PLATFORM_INFO, false, &plain),
+            Some(PLATFORM_INFO_CPUID_FAULT)
+        );
+        // Every listed MSR has a value; nothing else does.
+        for svm in [false, true] {
+            assert!(features(svm).all(|m| feature_value(m, svm, &plain).is_some()));
+        }
+        assert_eq!(feature_value(EFER, true, &plain), None);
+        assert!(feature_immutable(PLATFORM_INFO) && feature_immutable(DE_CFG));
+        assert!(!feature_immutable(UCODE_REV));
+    }
 
     #[test]
     fn misc_enable_guest_cannot_change_pmu_bits() {

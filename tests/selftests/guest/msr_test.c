@@ -1153,18 +1153,22 @@ TEST(tsc_adjust_without_cpuid_drops_writes)
 
 /* ===================== KVM_GET_MSR_INDEX_LIST ===================== */
 
-static struct kvm_msr_list *msr_index_list(struct __test_metadata *_metadata,
-					   int sys)
+/* The list @ioctl (an MSR index-list ioctl) gives, by its E2BIG protocol. */
+static struct kvm_msr_list *get_msr_list(struct __test_metadata *_metadata,
+					 int sys, unsigned long ioctl_nr)
 {
 	struct kvm_msr_list probe = { .nmsrs = 0 }, *l;
 
-	EXPECT_ERRNO(E2BIG, ioctl(sys, KVM_GET_MSR_INDEX_LIST, &probe));
+	EXPECT_ERRNO(E2BIG, ioctl(sys, ioctl_nr, &probe));
 	l = calloc(1, sizeof(*l) + probe.nmsrs * sizeof(l->indices[0]));
 	l->nmsrs = probe.nmsrs;
-	EXPECT_EQ(0, ioctl(sys, KVM_GET_MSR_INDEX_LIST, l))
-		TH_LOG("KVM_GET_MSR_INDEX_LIST: %s", strerror(errno));
+	EXPECT_EQ(0, ioctl(sys, ioctl_nr, l))
+		TH_LOG("MSR list ioctl %#lx: %s", ioctl_nr, strerror(errno));
 	return l;
 }
+
+#define msr_index_list(_metadata, sys) \
+	get_msr_list(_metadata, sys, KVM_GET_MSR_INDEX_LIST)
 
 static int listed(struct kvm_msr_list *l, uint32_t index)
 {
@@ -1216,6 +1220,111 @@ TEST(msr_index_list_has_the_emulated_msrs)
 	EXPECT_EQ((int)l->nmsrs, ioctl(g.v.fd, KVM_GET_MSRS, m));
 	free(m);
 	free(l);
+	guest_destroy(&g);
+}
+
+/* ===================== feature MSRs ===================== */
+
+#define MSR_AMD64_DE_CFG	0xc0011029
+#define DE_CFG_LFENCE_SERIALIZE	(1ULL << 1)
+
+/* KVM_GET_MSRS on the system fd: @n entries of @idx; returns its result. */
+static int sys_get_msrs(int sys, const uint32_t *idx, uint64_t *data, int n)
+{
+	struct kvm_msrs *m = calloc(1, sizeof(*m) + n * sizeof(m->entries[0]));
+	int r;
+
+	m->nmsrs = n;
+	for (int i = 0; i < n; i++) {
+		m->entries[i].index = idx[i];
+		m->entries[i].data = data[i];
+	}
+	r = ioctl(sys, KVM_GET_MSRS, m);
+	for (int i = 0; i < n; i++)
+		data[i] = m->entries[i].data;
+	free(m);
+	return r;
+}
+
+/*
+ * KVM_CAP_GET_MSR_FEATURES: KVM_GET_MSR_FEATURE_INDEX_LIST (E2BIG
+ * protocol) lists the microcode revision and PLATFORM_INFO, and DE_CFG
+ * on SVM only (svm_get_feature_msr); the system KVM_GET_MSRS reads each
+ * of them, PLATFORM_INFO as CPUID faulting (kvm_get_feature_msr). It stops
+ * at the first MSR that is not one, zeroing that entry and leaving the
+ * rest; an MSR of KVM_GET_MSR_INDEX_LIST reads as 0 (kvm_do_msr_access's
+ * advertised-MSR rule); 256 entries are E2BIG (MAX_IO_MSRS).
+ */
+TEST(feature_msr_list_and_system_get_msrs)
+{
+	int sys = open_kvm_dev(_metadata);
+	struct kvm_msr_list *l;
+	struct kvm_msrs *m;
+	uint32_t idx[3] = { MSR_PLATFORM_INFO, MSR_UNKNOWN, MSR_IA32_UCODE_REV };
+	uint64_t data[3] = { 0, 0x5555, 0x7777 };
+	uint32_t adv = MSR_IA32_TSC_ADJUST;
+	uint64_t adv_data = 0x99;
+
+	EXPECT_EQ(1, ioctl(sys, KVM_CHECK_EXTENSION, KVM_CAP_GET_MSR_FEATURES));
+	l = get_msr_list(_metadata, sys, KVM_GET_MSR_FEATURE_INDEX_LIST);
+	ASSERT_GT(l->nmsrs, 1);
+	EXPECT_TRUE(listed(l, MSR_IA32_UCODE_REV));
+	EXPECT_TRUE(listed(l, MSR_PLATFORM_INFO));
+	EXPECT_EQ(host_is_amd(), listed(l, MSR_AMD64_DE_CFG));
+	EXPECT_FALSE(listed(l, MSR_UNKNOWN));
+	m = calloc(1, sizeof(*m) + l->nmsrs * sizeof(m->entries[0]));
+	m->nmsrs = l->nmsrs;
+	for (uint32_t i = 0; i < l->nmsrs; i++)
+		m->entries[i].index = l->indices[i];
+	EXPECT_EQ((int)l->nmsrs, ioctl(sys, KVM_GET_MSRS, m));
+	free(m);
+	free(l);
+
+	EXPECT_EQ(1, sys_get_msrs(sys, idx, data, 3));
+	EXPECT_EQ(PLATFORM_INFO_CPUID_FAULT, data[0]);
+	EXPECT_EQ(0ULL, data[1]);
+	EXPECT_EQ(0x7777ULL, data[2]);
+	EXPECT_EQ(1, sys_get_msrs(sys, &adv, &adv_data, 1));
+	EXPECT_EQ(0ULL, adv_data);
+
+	m = calloc(1, sizeof(*m) + 256 * sizeof(m->entries[0]));
+	m->nmsrs = 256;
+	EXPECT_ERRNO(E2BIG, ioctl(sys, KVM_GET_MSRS, m));
+	free(m);
+	close(sys);
+}
+
+/*
+ * DE_CFG, SVM only: a new vCPU has 0; guest and host may set only the
+ * bits the feature MSR offers (svm_set_msr), else #GP or a failed
+ * KVM_SET_MSRS; once the vCPU ran, the host may not change it
+ * (kvm_is_immutable_feature_msr). VT-x has no DE_CFG: #GP.
+ */
+TEST(de_cfg_takes_the_offered_bits)
+{
+	uint32_t idx = MSR_AMD64_DE_CFG;
+	uint64_t offered = 0;
+	struct guest g;
+
+	guest_create(_metadata, &g);
+	if (!g.amd) {
+		guest_rdmsr_gp(&g, MSR_AMD64_DE_CFG);
+		guest_destroy(&g);
+		return;
+	}
+	ASSERT_EQ(1, sys_get_msrs(g.vm.sys, &idx, &offered, 1));
+	EXPECT_EQ(0ULL, offered & ~DE_CFG_LFENCE_SERIALIZE);
+	EXPECT_EQ(0ULL, host_rdmsr(&g.v, MSR_AMD64_DE_CFG));
+	host_wrmsr_fails(&g.v, MSR_AMD64_DE_CFG, 1);
+	host_wrmsr(&g.v, MSR_AMD64_DE_CFG, offered);
+	EXPECT_EQ(offered, guest_rdmsr(&g, MSR_AMD64_DE_CFG));
+	guest_wrmsr_gp(&g, MSR_AMD64_DE_CFG, offered | 1);
+	guest_wrmsr(&g, MSR_AMD64_DE_CFG, 0);
+	EXPECT_EQ(0ULL, host_rdmsr(&g.v, MSR_AMD64_DE_CFG));
+	/* Ran: only the current value may be written. */
+	host_wrmsr(&g.v, MSR_AMD64_DE_CFG, 0);
+	if (offered)
+		host_wrmsr_fails(&g.v, MSR_AMD64_DE_CFG, offered);
 	guest_destroy(&g);
 }
 
