@@ -186,7 +186,11 @@ impl<B: Backend> Inner<B> {
             VM_HSAVE_PA => {}
             // Guest and host alike: only the bits the host offers.
             DE_CFG if svm::<B>() => {
-                let offered = msr::feature_value(DE_CFG, true, &feature_host()).unwrap_or(0);
+                let host = msr::FeatureHost {
+                    lfence_serializing: cpu::lfence_serializing(),
+                    ..Default::default()
+                };
+                let offered = msr::feature_value(DE_CFG, true, &host).unwrap_or(0);
                 if v & !offered != 0 {
                     return Some(false);
                 }
