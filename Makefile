@@ -56,7 +56,7 @@ help:
 	@echo '           test binaries>, RKVM_CACHE=<cache dir, default ~/.cache/rkvm>,'
 	@echo '           BOCHS=0|1 (default 1), VENDOR=amd|intel (make run),'
 	@echo '           VM_LEGS=kvm,module,rkvm,guests, VM_TESTS=a_test,b_test (scripts/vm),'
-	@echo '           GUEST_TIMEOUT=<s per guest boot>, RKVM_GUEST_BOOTS=skip|todo|pass,'
+	@echo '           GUEST_TIMEOUT=<s per guest boot>, RKVM_GUEST_BOOTS=smp1|skip|todo|pass,'
 	@echo '           VM_GUESTS=rkvm-smp1-kernel,... (those boots only),'
 	@echo '           GUEST_REPEAT=<N> (each boot N times), VM_MONITOR=<socket>'
 	@echo '           BOCHS_LEGS, BOCHS_TESTS, BOCHS_SCALE, BOCHS_CPU, BOCHS_MEGS,'
