@@ -117,6 +117,15 @@ const KVM_CAP_MCE: usize = 31;
 pub(crate) const KVM_CAP_CHECK_EXTENSION_VM: usize = 105;
 const KVM_CAP_MAX_VCPU_ID: usize = 128;
 pub(crate) const KVM_CAP_SPLIT_IRQCHIP: usize = 121;
+pub(crate) const KVM_CAP_X2APIC_API: usize = 129;
+/// `KVM_X2APIC_API_USE_32BIT_IDS`.
+pub(crate) const X2APIC_API_USE_32BIT_IDS: u32 = 1 << 0;
+/// `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`.
+pub(crate) const X2APIC_API_DISABLE_BROADCAST_QUIRK: u32 = 1 << 1;
+/// The `KVM_CAP_X2APIC_API` flags rkvm takes: not KVM's two EOI-broadcast
+/// suppression flags.
+pub(crate) const X2APIC_API_VALID_FLAGS: u32 =
+    X2APIC_API_USE_32BIT_IDS | X2APIC_API_DISABLE_BROADCAST_QUIRK;
 const KVM_CAP_IOEVENTFD_ANY_LENGTH: usize = 122;
 const KVM_CAP_TSC_DEADLINE_TIMER: usize = 72;
 const KVM_CAP_SIGNAL_MSI: usize = 77;
@@ -166,6 +175,7 @@ pub(crate) fn check_extension(cap: usize) -> isize {
         | KVM_CAP_IRQFD
         | KVM_CAP_IRQ_INJECT_STATUS
         | KVM_CAP_GET_MSR_FEATURES => 1,
+        KVM_CAP_X2APIC_API => X2APIC_API_VALID_FLAGS as isize,
         KVM_CAP_NR_VCPUS => crate::sys::cpu::num_online_cpus().min(MAX_VCPUS as usize) as isize,
         KVM_CAP_MAX_VCPUS => MAX_VCPUS as isize,
         // The bank count, as KVM.

@@ -30,7 +30,7 @@ use crate::{
     vcpu::VcpuBell,
     vm::Vm,
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
     alloc::KVVec,
     new_mutex, new_spinlock_irq,
@@ -71,6 +71,9 @@ pub(crate) struct Irq {
     /// Bumped at every routing change: vCPUs then recompute which EOIs
     /// they report to userspace.
     pub(crate) routes_gen: AtomicU64,
+    /// The `KVM_CAP_X2APIC_API` flags enabled (never cleared, as KVM's);
+    /// an atomic, for delivery in atomic context.
+    x2apic_api: AtomicU32,
     #[pin]
     irqfds: Irqfds,
 }
@@ -83,6 +86,7 @@ impl Irq {
                 apic_map <- new_spinlock_irq!(KVec::new()),
                 routes <- new_spinlock_irq!(KVVec::new()),
                 routes_gen: AtomicU64::new(0),
+                x2apic_api: AtomicU32::new(0),
                 irqfds <- Irqfds::new(),
             }),
             GFP_KERNEL_ACCOUNT,
@@ -92,6 +96,20 @@ impl Irq {
     /// The irqchip mode.
     pub(crate) fn chip(&self) -> Irqchip {
         *self.chip.lock()
+    }
+
+    /// `KVM_X2APIC_API_USE_32BIT_IDS` is on: MSI `address_hi` bits 31:8
+    /// extend the destination, and `KVM_GET/SET_LAPIC` carry the x2APIC ID
+    /// as it is.
+    pub(crate) fn x2apic_format(&self) -> bool {
+        self.x2apic_api.load(Ordering::Relaxed) & abi::X2APIC_API_USE_32BIT_IDS != 0
+    }
+
+    /// KVM's broadcast quirk (destination 0xff from a device reaches
+    /// APICs in x2APIC mode too) is in force: it is unless
+    /// `KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK` is on.
+    fn broadcast_quirk(&self) -> bool {
+        self.x2apic_api.load(Ordering::Relaxed) & abi::X2APIC_API_DISABLE_BROADCAST_QUIRK == 0
     }
 
     /// Adds a vCPU's APIC to the map (the vCPU list's lock is held).
@@ -123,11 +141,20 @@ impl Irq {
     /// -1 for a broadcast or shorthand (its slow path).
     pub(crate) fn deliver(&self, ipi: &Ipi, redirect: bool, sender: Option<usize>) -> i32 {
         let map = self.apic_map.lock();
-        let broadcast = if ipi.dest_mode == lapic::DestMode::Physical {
-            ipi.dest == 0xff
-        } else {
-            ipi.dest == 0xff || ipi.dest == u32::MAX
+        let quirk = self.broadcast_quirk();
+        let sw = || {
+            map.iter()
+                .filter(|e| e.lapic.hw_enabled() && e.lapic.sw_enabled())
         };
+        // Only asked without the quirk, for 0xff: a walk kept off the IPI path.
+        let all_x2apic = !quirk
+            && ipi.dest == 0xff
+            && sw().next().is_some()
+            && sw().all(|e| e.lapic.x2apic_mode());
+        let from_x2apic = sender
+            .and_then(|i| map.get(i))
+            .map(|e| e.lapic.x2apic_mode());
+        let broadcast = lapic::is_broadcast(ipi.dest, from_x2apic, quirk, all_x2apic);
         let mut r = if ipi.shorthand != lapic::Shorthand::None || broadcast {
             -1
         } else {
@@ -138,7 +165,7 @@ impl Irq {
             ipi,
             redirect,
             sender,
-            true,
+            quirk,
             |i, mode| {
                 let e = &map[i];
                 r = r.max(0);
@@ -151,9 +178,16 @@ impl Irq {
         r
     }
 
-    /// Delivers an MSI; KVM's count as [`Irq::deliver`].
+    /// Delivers an MSI; KVM's count as [`Irq::deliver`], or `-EINVAL`
+    /// for one whose `address_hi` bits 7:0 are set in x2APIC format
+    /// (`kvm_msi_route_invalid`; a route can be such if the format was
+    /// enabled after it was set).
     fn deliver_msi(&self, r: &MsiRoute) -> i32 {
-        let (ipi, redirect) = lapic::msi_to_ipi(r.address_lo, r.address_hi, r.data, false);
+        let x2apic_format = self.x2apic_format();
+        if x2apic_format && r.address_hi & 0xff != 0 {
+            return EINVAL.to_errno();
+        }
+        let (ipi, redirect) = lapic::msi_to_ipi(r.address_lo, r.address_hi, r.data, x2apic_format);
         self.deliver(&ipi, redirect, None)
     }
 
@@ -173,12 +207,12 @@ impl Irq {
         let pins = self.chip().reserved_pins;
         let routes = self.routes.lock();
         let sender = Sender::Device {
-            broadcast_quirk: true,
+            broadcast_quirk: self.broadcast_quirk(),
         };
         routing::ioapic_vectors(
             &routes,
             pins,
-            false,
+            self.x2apic_format(),
             |dest, mode| {
                 lapic.hw_enabled() && lapic.matches(dest, mode, lapic::Shorthand::None, sender)
             },
@@ -198,13 +232,33 @@ impl IrqfdOwner for Irq {
 }
 
 impl<B: Backend> Vm<B> {
-    /// `KVM_ENABLE_CAP` on the VM: only the split irqchip; `EINVAL` for
-    /// any other capability or flags, as KVM for one it cannot enable.
+    /// `KVM_ENABLE_CAP` on the VM: the split irqchip and the x2APIC API;
+    /// `EINVAL` for any other capability or flags, as KVM for one it
+    /// cannot enable.
     pub(crate) fn enable_cap(&self, arg: usize) -> Result<isize> {
         let c: KvmEnableCap = uaccess::read(arg)?;
-        if c.flags != 0 || c.cap as usize != abi::KVM_CAP_SPLIT_IRQCHIP {
+        if c.flags != 0 {
             return Err(EINVAL);
         }
+        match c.cap as usize {
+            abi::KVM_CAP_SPLIT_IRQCHIP => self.enable_split_irqchip(&c),
+            abi::KVM_CAP_X2APIC_API => {
+                // Any time, irqchip or not; the flags only accumulate.
+                if c.args[0] & !u64::from(abi::X2APIC_API_VALID_FLAGS) != 0 {
+                    return Err(EINVAL);
+                }
+                self.irq
+                    .x2apic_api
+                    .fetch_or(c.args[0] as u32, Ordering::Relaxed);
+                Ok(0)
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// `KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)`: `args[0]` IOAPIC pins
+    /// reserved; `EEXIST` once enabled or after the first vCPU.
+    fn enable_split_irqchip(&self, c: &KvmEnableCap) -> Result<isize> {
         if c.args[0] > u64::from(routing::MAX_IRQ_ROUTES) {
             return Err(EINVAL);
         }
@@ -243,6 +297,7 @@ impl<B: Backend> Vm<B> {
             data: m.data,
         };
         match self.irq.deliver_msi(&r) {
+            r if r == EINVAL.to_errno() => Err(EINVAL),
             r if r < 0 => Err(EPERM),
             r => Ok(r as isize),
         }
@@ -271,7 +326,7 @@ impl<B: Backend> Vm<B> {
         for _ in 0..len {
             table.push(None, GFP_KERNEL_ACCOUNT)?;
         }
-        routing::fill(&entries, &mut table, false).map_err(|_| EINVAL)?;
+        routing::fill(&entries, &mut table, self.irq.x2apic_format()).map_err(|_| EINVAL)?;
         let old = core::mem::replace(&mut *self.irq.routes.lock(), table);
         drop(old);
         self.irq.routes_gen.fetch_add(1, Ordering::SeqCst);

@@ -479,7 +479,7 @@ impl<B: Backend> AnonFile for VcpuFile<B> {
             abi::KVM_TRANSLATE => v.translate(&this.vm, arg),
             abi::KVM_GET_TSC_KHZ => Ok(v.inner.lock().tsc_khz as isize),
             abi::KVM_SET_TSC_KHZ => v.set_tsc_khz(arg),
-            abi::KVM_GET_LAPIC => v.get_lapic(arg),
+            abi::KVM_GET_LAPIC => v.get_lapic(&this.vm, arg),
             abi::KVM_SET_LAPIC => v.set_lapic(&this.vm, arg),
             abi::KVM_SET_VAPIC_ADDR => v.set_vapic_addr(&this.vm, arg),
             abi::KVM_GET_MP_STATE => v.get_mp_state(arg),

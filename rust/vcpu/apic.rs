@@ -566,13 +566,13 @@ impl<B: Backend> Vcpu<B> {
     }
 
     /// `KVM_GET_LAPIC`.
-    pub(super) fn get_lapic(&self, arg: usize) -> Result<isize> {
+    pub(super) fn get_lapic(&self, vm: &Vm<B>, arg: usize) -> Result<isize> {
         let mut inner = self.inner.lock();
         inner.take_mail(&self.bell);
         let Some(a) = inner.apic.as_ref() else {
             return Err(EINVAL);
         };
-        let state = a.lapic.get_state(cpu::now_ns(), false);
+        let state = a.lapic.get_state(cpu::now_ns(), vm.irq.x2apic_format());
         drop(inner);
         uaccess::write(arg, &state)?;
         Ok(0)
@@ -587,7 +587,7 @@ impl<B: Backend> Vcpu<B> {
         };
         let fx = a
             .lapic
-            .set_state(&state, cpu::now_ns(), false)
+            .set_state(&state, cpu::now_ns(), vm.irq.x2apic_format())
             .map_err(|_| EINVAL)?;
         // The guest's state replaces whatever was latched.
         a.rearm = true;

@@ -55,7 +55,7 @@ mod timer;
 pub use regs::MMIO_SIZE;
 #[cfg_attr(rkvm_module, allow(unused_imports, reason = "host tests use them"))]
 pub use route::lowest_priority_index;
-pub use route::{deliver, msi_to_ipi};
+pub use route::{deliver, is_broadcast, msi_to_ipi};
 pub use timer::Expiry;
 #[cfg_attr(rkvm_module, allow(unused_imports, reason = "host tests use them"))]
 pub use timer::TimerMode;

@@ -40,6 +40,29 @@ impl Ipi {
     }
 }
 
+/// Whether a message to `dest` counts as a broadcast
+/// (`kvm_apic_is_broadcast_dest`), which sends it down KVM's slow path (so
+/// it reports -1, not 0, when no APIC takes it). `sender_x2apic` is
+/// whether the sending APIC is in x2APIC mode, `None` for a device;
+/// `all_x2apic` whether every software-enabled APIC of the VM is in x2APIC
+/// mode (KVM's map in x2APIC logical mode), and there is one. Without the
+/// quirk (`KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK`) 0xff is a broadcast
+/// only while some APIC is in xAPIC mode.
+pub const fn is_broadcast(
+    dest: u32,
+    sender_x2apic: Option<bool>,
+    broadcast_quirk: bool,
+    all_x2apic: bool,
+) -> bool {
+    if !broadcast_quirk {
+        return (dest == BROADCAST && !all_x2apic) || dest == X2APIC_BROADCAST;
+    }
+    match sender_x2apic {
+        Some(true) => dest == X2APIC_BROADCAST,
+        _ => dest == BROADCAST,
+    }
+}
+
 /// An MSI as the interrupt it sends (`kvm_msi_to_lapic_irq`), and whether
 /// its redirection hint asks for lowest-priority selection.
 ///

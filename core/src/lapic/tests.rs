@@ -1317,3 +1317,20 @@ fn accepts_predicts_accept() {
         }
     }
 }
+
+#[test]
+fn broadcast_destinations_follow_kvms_quirk() {
+    // With the quirk: 0xff from a device or an xAPIC sender, all ones from
+    // an x2APIC sender.
+    assert!(is_broadcast(0xff, None, true, true));
+    assert!(!is_broadcast(u32::MAX, None, true, false));
+    assert!(is_broadcast(0xff, Some(false), true, false));
+    assert!(!is_broadcast(0xff, Some(true), true, true));
+    assert!(is_broadcast(u32::MAX, Some(true), true, true));
+    // Without: all ones always, 0xff only while an APIC is in xAPIC mode.
+    assert!(is_broadcast(u32::MAX, None, false, true));
+    assert!(is_broadcast(0xff, None, false, false));
+    assert!(!is_broadcast(0xff, None, false, true));
+    assert!(!is_broadcast(0xff, Some(true), false, true));
+    assert!(!is_broadcast(7, Some(false), false, false));
+}

@@ -1583,6 +1583,145 @@ static void vcpu_enable_apic(struct __test_metadata *_metadata,
 	vcpu_set_lapic(_metadata, vcpu, &s);
 }
 
+/* ============================ KVM_CAP_X2APIC_API ============================ */
+
+static int enable_x2apic_api(int vm_fd, uint64_t flags)
+{
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_X2APIC_API, .args = { flags },
+	};
+
+	return ioctl(vm_fd, KVM_ENABLE_CAP, &cap);
+}
+
+/* KVM_SIGNAL_MSI with the whole address. */
+static int signal_msi_hi(struct vm *vm, uint32_t address_hi, uint32_t dest,
+			 uint32_t vector)
+{
+	struct kvm_msi msi = {
+		.address_lo = APIC_GPA | dest << 12, .address_hi = address_hi,
+		.data = vector,
+	};
+
+	return ioctl(vm->fd, KVM_SIGNAL_MSI, &msi);
+}
+
+/* The host switches @vcpu's APIC to x2APIC mode (KVM_SET_SREGS). */
+static void vcpu_enter_x2apic(struct __test_metadata *_metadata,
+			      struct vcpu *vcpu)
+{
+	struct kvm_sregs sregs;
+
+	vcpu_get_sregs(_metadata, vcpu, &sregs);
+	sregs.apic_base = APIC_GPA | APICBASE_ENABLE | APICBASE_X2APIC |
+			  (vcpu->id ? 0 : APICBASE_BSP);
+	vcpu_set_sregs(_metadata, vcpu, &sregs);
+}
+
+/*
+ * KVM_CAP_X2APIC_API offers USE_32BIT_IDS and DISABLE_BROADCAST_QUIRK (KVM
+ * also has EOI-broadcast flags, which rkvm does not); KVM_ENABLE_CAP takes
+ * them at any time, with or without an irqchip, again and again; an unknown
+ * flag or non-zero cap.flags is EINVAL (kvm_vm_ioctl_enable_cap()).
+ */
+TEST(x2apic_api_flags_and_enable_cap)
+{
+	struct kvm_enable_cap cap = {
+		.cap = KVM_CAP_X2APIC_API, .flags = 1,
+	};
+	struct vm vm;
+
+	vm_create(_metadata, &vm);
+	EXPECT_EQ(3, check_ext(vm.sys, KVM_CAP_X2APIC_API) & 3);
+	EXPECT_EQ(3, check_ext(vm.fd, KVM_CAP_X2APIC_API) & 3);
+	EXPECT_ERRNO(EINVAL, enable_x2apic_api(vm.fd, 1ULL << 40));
+	EXPECT_ERRNO(EINVAL, ioctl(vm.fd, KVM_ENABLE_CAP, &cap));
+	EXPECT_EQ(0, enable_x2apic_api(vm.fd, 0));
+	EXPECT_EQ(0, enable_x2apic_api(vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
+	EXPECT_EQ(0, enable_x2apic_api(vm.fd, KVM_X2APIC_API_USE_32BIT_IDS |
+					KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK));
+	EXPECT_EQ(0, enable_split_irqchip(vm.fd, 24));
+	EXPECT_EQ(0, enable_x2apic_api(vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
+	vm_destroy(&vm);
+}
+
+/*
+ * An APIC in x2APIC mode (kvm_apic_state_fixup()): by default KVM_GET_LAPIC
+ * shows the x2APIC ID in ID bits 31:24 and KVM_SET_LAPIC ignores the ID
+ * given; with USE_32BIT_IDS the ID is the whole x2APIC ID, and a SET_LAPIC
+ * with any other is EINVAL.
+ */
+TEST(x2apic_format_get_set_lapic_carry_the_whole_id)
+{
+	struct kvm_lapic_state s;
+	struct vcpu vcpu;
+	struct vm vm;
+
+	REQUIRE_SPLIT_IRQCHIP();
+	split_vm_create(&vm);
+	vcpu_create(_metadata, &vm, 3, &vcpu);
+	vcpu_setup_long(_metadata, &vm, &vcpu);
+	vcpu_enter_x2apic(_metadata, &vcpu);
+	vcpu_get_lapic(_metadata, &vcpu, &s);
+	EXPECT_EQ(3u << 24, lapic_reg(&s, APIC_ID));
+	EXPECT_EQ(1u << 3, lapic_reg(&s, APIC_LDR));
+	lapic_set_reg(&s, APIC_ID, 0x55u << 24);
+	vcpu_set_lapic(_metadata, &vcpu, &s);
+	vcpu_get_lapic(_metadata, &vcpu, &s);
+	EXPECT_EQ(3u << 24, lapic_reg(&s, APIC_ID));
+
+	ASSERT_EQ(0, enable_x2apic_api(vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
+	vcpu_get_lapic(_metadata, &vcpu, &s);
+	EXPECT_EQ(3u, lapic_reg(&s, APIC_ID));
+	lapic_set_reg(&s, APIC_ID, 3u << 24);
+	EXPECT_ERRNO(EINVAL, ioctl(vcpu.fd, KVM_SET_LAPIC, &s));
+	lapic_set_reg(&s, APIC_ID, 3);
+	vcpu_set_lapic(_metadata, &vcpu, &s);
+	vcpu_destroy(&vm, &vcpu);
+	vm_destroy(&vm);
+}
+
+/*
+ * MSI address_hi (kvm_msi_to_lapic_irq(), kvm_msi_route_invalid()): by
+ * default it is ignored; with USE_32BIT_IDS its bits 31:8 are destination
+ * bits 31:8 (so 0x100 misses vCPU 0), and bits 7:0 set make the MSI
+ * EINVAL, for KVM_SIGNAL_MSI and for a route of KVM_SET_GSI_ROUTING.
+ */
+TEST_F(lapic, x2apic_format_msi_destinations)
+{
+	struct kvm_irq_routing_entry e = msi_route(0, 0, 0x46, 0);
+
+	vcpu_enable_apic(_metadata, &self->vcpu);
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0x100, 0, 0x46));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0x1, 0, 0x46));
+	ASSERT_EQ(0, enable_x2apic_api(self->vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
+	EXPECT_EQ(0, signal_msi_hi(&self->vm, 0x100, 0, 0x46));
+	EXPECT_ERRNO(EINVAL, signal_msi_hi(&self->vm, 0x1, 0, 0x46));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0, 0, 0x46));
+	e.u.msi.address_hi = 1;
+	EXPECT_ERRNO(EINVAL, set_routing(&self->vm, &e, 1, 0));
+	e.u.msi.address_hi = 0x100;
+	EXPECT_EQ(0, set_routing(&self->vm, &e, 1, 0));
+}
+
+/*
+ * KVM's broadcast quirk (kvm_apic_mda(), kvm_apic_is_broadcast_dest()): a
+ * device's MSI to 0xff reaches an APIC in x2APIC mode, until
+ * DISABLE_BROADCAST_QUIRK; then only the x2APIC broadcast (all ones, with
+ * USE_32BIT_IDS) does.
+ */
+TEST_F(lapic, x2apic_broadcast_quirk)
+{
+	vcpu_enter_x2apic(_metadata, &self->vcpu);
+	vcpu_enable_apic(_metadata, &self->vcpu);
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0, 0xff, 0x46));
+	ASSERT_EQ(0, enable_x2apic_api(self->vm.fd,
+				       KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK));
+	EXPECT_EQ(0, signal_msi_hi(&self->vm, 0, 0xff, 0x46));
+	ASSERT_EQ(0, enable_x2apic_api(self->vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0xffffff00, 0xff, 0x46));
+}
+
 /*
  * kvm_vm_ioctl_check_extension_generic() and x86's: an irqchip, irqfds,
  * KVM_MAX_IRQ_ROUTES routes and KVM_IRQ_LINE_STATUS, on the device and on
