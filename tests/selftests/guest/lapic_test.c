@@ -535,15 +535,22 @@ static uint32_t supported_cpuid_1_ecx(struct __test_metadata *_metadata,
 	return ecx;
 }
 
-static int signal_msi(struct vm *vm, uint32_t dest, uint32_t vector,
-		      uint32_t flags)
+/* KVM_SIGNAL_MSI to APIC ID @dest, @address_hi as given. */
+static int signal_msi_hi(struct vm *vm, uint32_t address_hi, uint32_t dest,
+			 uint32_t vector, uint32_t flags)
 {
 	struct kvm_msi msi = {
-		.address_lo = APIC_GPA | dest << 12, .data = vector,
-		.flags = flags,
+		.address_lo = APIC_GPA | dest << 12, .address_hi = address_hi,
+		.data = vector, .flags = flags,
 	};
 
 	return ioctl(vm->fd, KVM_SIGNAL_MSI, &msi);
+}
+
+static int signal_msi(struct vm *vm, uint32_t dest, uint32_t vector,
+		      uint32_t flags)
+{
+	return signal_msi_hi(vm, 0, dest, vector, flags);
 }
 
 /*
@@ -1594,18 +1601,6 @@ static int enable_x2apic_api(int vm_fd, uint64_t flags)
 	return ioctl(vm_fd, KVM_ENABLE_CAP, &cap);
 }
 
-/* KVM_SIGNAL_MSI with the whole address. */
-static int signal_msi_hi(struct vm *vm, uint32_t address_hi, uint32_t dest,
-			 uint32_t vector)
-{
-	struct kvm_msi msi = {
-		.address_lo = APIC_GPA | dest << 12, .address_hi = address_hi,
-		.data = vector,
-	};
-
-	return ioctl(vm->fd, KVM_SIGNAL_MSI, &msi);
-}
-
 /* The host switches @vcpu's APIC to x2APIC mode (KVM_SET_SREGS). */
 static void vcpu_enter_x2apic(struct __test_metadata *_metadata,
 			      struct vcpu *vcpu)
@@ -1692,12 +1687,12 @@ TEST_F(lapic, x2apic_format_msi_destinations)
 	struct kvm_irq_routing_entry e = msi_route(0, 0, 0x46, 0);
 
 	vcpu_enable_apic(_metadata, &self->vcpu);
-	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0x100, 0, 0x46));
-	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0x1, 0, 0x46));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0x100, 0, 0x46, 0));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0x1, 0, 0x46, 0));
 	ASSERT_EQ(0, enable_x2apic_api(self->vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
-	EXPECT_EQ(0, signal_msi_hi(&self->vm, 0x100, 0, 0x46));
-	EXPECT_ERRNO(EINVAL, signal_msi_hi(&self->vm, 0x1, 0, 0x46));
-	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0, 0, 0x46));
+	EXPECT_EQ(0, signal_msi_hi(&self->vm, 0x100, 0, 0x46, 0));
+	EXPECT_ERRNO(EINVAL, signal_msi_hi(&self->vm, 0x1, 0, 0x46, 0));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0, 0, 0x46, 0));
 	e.u.msi.address_hi = 1;
 	EXPECT_ERRNO(EINVAL, set_routing(&self->vm, &e, 1, 0));
 	e.u.msi.address_hi = 0x100;
@@ -1714,12 +1709,12 @@ TEST_F(lapic, x2apic_broadcast_quirk)
 {
 	vcpu_enter_x2apic(_metadata, &self->vcpu);
 	vcpu_enable_apic(_metadata, &self->vcpu);
-	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0, 0xff, 0x46));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0, 0xff, 0x46, 0));
 	ASSERT_EQ(0, enable_x2apic_api(self->vm.fd,
 				       KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK));
-	EXPECT_EQ(0, signal_msi_hi(&self->vm, 0, 0xff, 0x46));
+	EXPECT_EQ(0, signal_msi_hi(&self->vm, 0, 0xff, 0x46, 0));
 	ASSERT_EQ(0, enable_x2apic_api(self->vm.fd, KVM_X2APIC_API_USE_32BIT_IDS));
-	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0xffffff00, 0xff, 0x46));
+	EXPECT_EQ(1, signal_msi_hi(&self->vm, 0xffffff00, 0xff, 0x46, 0));
 }
 
 /*
