@@ -41,7 +41,8 @@ help:
 	@echo '  make bochs-check    only the Bochs machine: kvm, module and rkvm legs on'
 	@echo '                      emulated VT-x (BOCHS_TESTS=a_test,b_test picks tests)'
 	@echo '  make vm-shell       boot the test VM with rkvm loaded and a shell'
-	@echo '  make bench          exit microbenchmarks in the test VM (-icount): KVM vs rkvm'
+	@echo '  make bench          exit microbenchmarks and a Linux guest boot in the test'
+	@echo '                      VM (-icount): KVM vs rkvm'
 	@echo '  make host-test      cargo test for the host-testable core'
 	@echo '  make lint           rustfmt --check and clippy (the module build runs clippy)'
 	@echo '  make rustfmt        format the Rust sources'
@@ -80,11 +81,11 @@ $(BUILD)/tests/%: tests/selftests/%.c tests/selftests/rkvm_test.h
 $(BUILD)/tests/%: tests/selftests/guest/%.c $(wildcard tests/selftests/guest/*.h) tests/selftests/rkvm_test.h
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -I $(TOP)/tests/selftests/guest -o $@ $< -lpthread
-$(BUILD)/tools/%: tools/%.c
+$(BUILD)/tools/%: tools/%.c $(wildcard tests/bench/*.h)
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
 
-$(BUILD)/bench/%: tests/bench/%.c
+$(BUILD)/bench/%: tests/bench/%.c $(wildcard tests/bench/*.h)
 	@mkdir -p $(@D)
 	gcc $(TEST_CFLAGS) -o $@ $<
 
@@ -160,7 +161,7 @@ run: $(if $(filter intel,$(VENDOR)),bochs-module,module guest) tests $(BUILD)/to
 vm-shell: module tests
 	@scripts/vm shell
 
-bench: module $(BENCHES)
+bench: module guest $(BENCHES) $(TOOLS)
 	@scripts/vm bench
 
 clean:
