@@ -57,9 +57,10 @@ help:
 	@echo '           test binaries>, RKVM_CACHE=<cache dir, default ~/.cache/rkvm>,'
 	@echo '           BOCHS=0|1 (default 1), VENDOR=amd|intel (make run),'
 	@echo '           VM_LEGS=kvm,module,rkvm,guests, VM_TESTS=a_test,b_test (scripts/vm),'
-	@echo '           GUEST_TIMEOUT=<s per guest boot>, RKVM_GUEST_BOOTS=smp1|skip|todo|pass,'
+	@echo '           GUEST_TIMEOUT=<s per guest boot>, RKVM_GUEST_BOOTS=pass|skip|todo,'
 	@echo '           VM_GUESTS=rkvm-smp1-kernel,... (those boots only),'
-	@echo '           GUEST_REPEAT=<N> (each boot N times), VM_MONITOR=<socket>'
+	@echo '           GUEST_SMP2=skip|todo (the 2-vCPU boots), GUEST_REPEAT=<N>'
+	@echo '           (each boot N times), VM_MONITOR=<socket>'
 	@echo '           BOCHS_LEGS, BOCHS_TESTS, BOCHS_SCALE, BOCHS_CPU, BOCHS_MEGS,'
 	@echo '           BOCHS_TIMEOUT (scripts/bochs; Documentation/testing.rst)'
 
