@@ -41,8 +41,8 @@ help:
 	@echo '  make bochs-check    only the Bochs machine: kvm, module and rkvm legs on'
 	@echo '                      emulated VT-x (BOCHS_TESTS=a_test,b_test picks tests)'
 	@echo '  make vm-shell       boot the test VM with rkvm loaded and a shell'
-	@echo '  make bench          exit microbenchmarks and a Linux guest boot in the test'
-	@echo '                      VM (-icount): KVM vs rkvm'
+	@echo '  make bench          exit microbenchmarks in the test VM (-icount): KVM vs'
+	@echo '                      rkvm (BENCH_GUEST=1: also a Linux guest boot)'
 	@echo '  make host-test      cargo test for the host-testable core'
 	@echo '  make lint           rustfmt --check and clippy (the module build runs clippy)'
 	@echo '  make rustfmt        format the Rust sources'
@@ -162,7 +162,7 @@ run: $(if $(filter intel,$(VENDOR)),bochs-module,module guest) tests $(BUILD)/to
 vm-shell: module tests
 	@scripts/vm shell
 
-bench: module guest $(BENCHES) $(TOOLS)
+bench: module $(if $(filter 1,$(BENCH_GUEST)),guest) $(BENCHES) $(TOOLS)
 	@scripts/vm bench
 
 clean:
